@@ -1,0 +1,304 @@
+"""
+data/instruct.py: the default instruction-tuning set, and the loader for a user's own.
+
+The default set is generated, deterministically, from skills and small tables written here:
+  skills  reverse, upper-case, lower-case, count or spell out a word; add or subtract two numbers
+          below 1000; say which of two numbers is larger
+  facts   capitals, animal families ("dogs are canines"), chemical symbols, opposites
+  faq     the questions of data/faq.jsonl, the FAQ the chat app also uses
+Every item comes in several phrasings. The held-out split tests generalisation, so it holds
+phrasings never seen in training, and for skills also words and numbers never seen in training.
+Fact rows and FAQ answers are the same in both splits: a fact the model never saw cannot be known.
+
+Each example is {"instruction", "input", "output", "family"}, the Alpaca layout plus a family name
+for per-family scores. `python -m data.instruct` writes both splits to data/instruct/ to read them.
+"""
+import json
+import os
+import random
+
+SEED = 1337
+FAQ_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faq.jsonl")
+
+# Families whose answer is a change of case: there, exact match must not ignore case.
+CASE_SENSITIVE_FAMILIES = ("upper", "lower")
+
+WORDS = """
+able acid actor add after again age air alarm album alive allow almost alone along amount angel
+anger animal answer apple april arch arm army arrow art autumn baby back bad bag baker ball band
+bank barn base basket bath beach bean bear beauty bed bee beef before begin bell belt bench berry
+big bird birth bite black blade blank blood blue board boat body bone book boot border bottle
+bottom box boy brain branch brass bread break brick bridge bright broken brother brown brush
+bucket build burn butter button cabin cable cake call calm camera camp candle card care carpet
+carry castle cat cause chain chair chalk change cheese cherry chest chicken child church circle
+city class clean clear clock cloth cloud coal coat coffee cold color comb common copper corner
+cotton cough country cousin cover cow crack cream crowd crown cup curtain cushion dance danger
+dark daughter day dead dear desert desk dinner dirty doctor dog door double down drawer dream
+dress drink driver drop dry dust eagle early earth east egg eight elbow empty end engine enough
+evening event eye face fact family farm father feather fence field finger fire fish flag flame
+floor flower fly fog food foot forest fork frame free friend fruit full funny game garden gate
+ghost gift girl glass glove goat gold good grape grass green guide hair hammer hand happy harbor
+hat head heart heavy hill history hole honey hook hope horse hospital hour house hunger ice idea
+inch iron island jacket jelly jewel journey judge juice jump kettle key kind king kitchen knee
+knife ladder lake lamp land large laugh lawyer leaf leather lemon letter level library light
+lion lip liquid list little lock long lunch machine magic map market match meal metal middle
+milk mind minute mirror money monkey month moon morning mother motion mountain mouse mouth music
+nail name narrow nation needle nest net news night noise north nose number ocean office oil
+onion orange oven owner page paint paper parcel party pencil people pepper piano picture pillow
+pilot pin pipe planet plant plate pocket poem potato powder prince prison pump puzzle queen
+question quiet rabbit rain river road rock roof room root rope rose round salt sand school
+science scissors sea season seed shadow sheep shelf ship shirt shoe silver sister sky sleep
+smile snake snow soap sock soldier song sound soup south space spoon spring square stage star
+station stone storm story street string sugar summer sun supper table tail teacher thread throat
+thumb thunder ticket tiger time toe tongue tooth tower town toy train tree truck umbrella uncle
+valley village voice wall water weather week wheel whistle window wind wing winter woman wood
+wool world yard year yellow zebra
+""".split()
+
+CAPITALS = {
+    "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
+    "Japan": "Tokyo", "China": "Beijing", "India": "New Delhi", "Canada": "Ottawa",
+    "Australia": "Canberra", "Brazil": "Brasilia", "Argentina": "Buenos Aires", "Mexico": "Mexico City",
+    "Egypt": "Cairo", "Kenya": "Nairobi", "Russia": "Moscow", "Greece": "Athens", "Norway": "Oslo",
+    "Sweden": "Stockholm", "Finland": "Helsinki", "Denmark": "Copenhagen", "Poland": "Warsaw",
+    "Ireland": "Dublin", "Austria": "Vienna", "Hungary": "Budapest", "Peru": "Lima", "Chile": "Santiago",
+    "Colombia": "Bogota", "Costa Rica": "San Jose", "Cuba": "Havana", "Turkey": "Ankara", "Iran": "Tehran",
+    "Thailand": "Bangkok", "Vietnam": "Hanoi", "South Korea": "Seoul", "Netherlands": "Amsterdam",
+    "Belgium": "Brussels", "Switzerland": "Bern", "Nigeria": "Abuja", "Morocco": "Rabat", "Ghana": "Accra",
+    "Ethiopia": "Addis Ababa", "Indonesia": "Jakarta", "Philippines": "Manila", "New Zealand": "Wellington",
+}
+
+# The seed's facts were "dogs are canines, cats are felines": animals (plural) and their family.
+ANIMAL_FAMILIES = {
+    "dogs": "canines", "wolves": "canines", "foxes": "canines", "jackals": "canines", "coyotes": "canines",
+    "cats": "felines", "lions": "felines", "tigers": "felines", "leopards": "felines", "cheetahs": "felines",
+    "lynxes": "felines", "cows": "bovines", "bison": "bovines", "buffalo": "bovines", "yaks": "bovines",
+    "horses": "equines", "donkeys": "equines", "zebras": "equines", "pigs": "porcines", "boars": "porcines",
+    "sheep": "ovines", "goats": "caprines", "bears": "ursines", "deer": "cervines", "moose": "cervines",
+    "mice": "murines", "rats": "murines", "crows": "corvines", "ravens": "corvines", "magpies": "corvines",
+}
+
+CHEMICAL_SYMBOLS = {
+    "hydrogen": "H", "helium": "He", "lithium": "Li", "carbon": "C", "nitrogen": "N", "oxygen": "O",
+    "fluorine": "F", "neon": "Ne", "sodium": "Na", "magnesium": "Mg", "aluminium": "Al", "silicon": "Si",
+    "phosphorus": "P", "sulfur": "S", "chlorine": "Cl", "argon": "Ar", "potassium": "K", "calcium": "Ca",
+    "iron": "Fe", "nickel": "Ni", "copper": "Cu", "zinc": "Zn", "silver": "Ag", "tin": "Sn", "iodine": "I",
+    "platinum": "Pt", "gold": "Au", "mercury": "Hg", "lead": "Pb", "uranium": "U", "tungsten": "W",
+}
+
+# Each pair is asked both ways. A word appears in one pair only, so every question has one answer.
+OPPOSITE_PAIRS = [
+    ("hot", "cold"), ("wet", "dry"), ("up", "down"), ("fast", "slow"), ("happy", "sad"), ("open", "closed"),
+    ("early", "late"), ("full", "empty"), ("high", "low"), ("rich", "poor"), ("strong", "weak"),
+    ("hard", "soft"), ("thick", "thin"), ("loud", "quiet"), ("day", "night"), ("win", "lose"), ("buy", "sell"),
+    ("push", "pull"), ("true", "false"), ("left", "right"), ("above", "below"), ("first", "last"),
+    ("always", "never"), ("love", "hate"), ("inside", "outside"), ("north", "south"), ("east", "west"),
+    ("before", "after"), ("give", "take"), ("alive", "dead"), ("clean", "dirty"), ("long", "short"),
+    ("wide", "narrow"), ("deep", "shallow"), ("heavy", "light"), ("black", "white"), ("asleep", "awake"),
+    ("cheap", "expensive"), ("safe", "dangerous"), ("top", "bottom"), ("remember", "forget"),
+    ("increase", "decrease"), ("entrance", "exit"), ("friend", "enemy"), ("big", "small"),
+]
+OPPOSITES = dict(OPPOSITE_PAIRS) | {b: a for a, b in OPPOSITE_PAIRS}
+
+# Phrasings: the text before a newline is the instruction, the text after it the input, exactly as
+# gpt.instruction_ids lays out the prompt. Each family: (training phrasings, held-out phrasings).
+PHRASINGS = {
+    "reverse": (["Reverse the word {w}.", "Reverse this word.\n{w}", "Write {w} backwards.",
+                 "Spell {w} backwards.", "What is {w} reversed?", "Write this word backwards.\n{w}"],
+                ["Write the letters of {w} in reverse order.", "Reverse the letters of this word.\n{w}"]),
+    "upper": (["Write {w} in upper case.", "Convert this word to upper case.\n{w}", "Make {w} uppercase.",
+               "Write {w} in capital letters.", "Uppercase this word.\n{w}", "Capitalize every letter of {w}."],
+              ["Turn {w} into all capital letters.", "Rewrite this word in uppercase.\n{w}"]),
+    "lower": (["Write {W} in lower case.", "Convert this word to lower case.\n{W}", "Make {W} lowercase.",
+               "Write {W} in small letters.", "Lowercase this word.\n{W}", "Remove the capitals from {W}."],
+              ["Turn {W} into all small letters.", "Rewrite this word in lowercase.\n{W}"]),
+    "count": (["How many letters are in {w}?", "Count the letters in this word.\n{w}",
+               "How many letters does {w} have?", "Count the letters of {w}.",
+               "What is the number of letters in {w}?", "How long is this word in letters?\n{w}"],
+              ["Tell me how many letters {w} has.", "Count how many letters this word has.\n{w}"]),
+    "spell": (["Spell {w}.", "Spell out this word letter by letter.\n{w}", "Spell the word {w}.",
+               "How do you spell {w}?", "Spell {w} letter by letter.", "Spell this word.\n{w}"],
+              ["Spell out {w} one letter at a time.", "Please spell this word out.\n{w}"]),
+    "add": (["What is {a} plus {b}?", "Add {a} and {b}.", "{a} + {b} =", "What is the sum of {a} and {b}?",
+             "Add these numbers.\n{a} + {b}", "Calculate {a} + {b}."],
+            ["How much is {a} plus {b}?", "Find the sum of these two numbers.\n{a} + {b}"]),
+    "subtract": (["What is {a} minus {b}?", "Subtract {b} from {a}.", "{a} - {b} =",
+                  "What is {a} take away {b}?", "Subtract these numbers.\n{a} - {b}", "Calculate {a} - {b}."],
+                 ["How much is {a} minus {b}?", "Find the difference of these numbers.\n{a} - {b}"]),
+    "larger": (["Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?",
+                "What is the larger of {a} and {b}?", "Pick the larger number.\n{a} or {b}",
+                "Which is greater, {a} or {b}?", "Which of these numbers is larger?\n{a} or {b}"],
+               ["Which is the bigger number, {a} or {b}?", "Tell me the larger number.\n{a} or {b}"]),
+    "capital": (["What is the capital of {x}?", "Name the capital of {x}.", "Which city is the capital of {x}?",
+                 "Tell me the capital city of {x}.", "What city is the capital of {x}?",
+                 "What is the capital city of this country?\n{x}"],
+                ["What is {x}'s capital city?", "Which city is this country's capital?\n{x}"]),
+    "animal": (["What family do {x} belong to?", "What kind of animals are {x}?",
+                "Which animal family are {x} in?", "Tell me the family of {x}.",
+                "Which family of animals do {x} belong to?", "What animal family is this?\n{x}"],
+               ["Name the animal family of {x}.", "To which family do these animals belong?\n{x}"]),
+    "symbol": (["What is the chemical symbol for {x}?", "Give the chemical symbol of {x}.",
+                "What is the symbol of {x}?", "Write the chemical symbol for {x}.",
+                "Which symbol stands for {x}?", "What is the chemical symbol of this element?\n{x}"],
+               ["Tell me the element symbol for {x}.", "Give the symbol of this chemical element.\n{x}"]),
+    "opposite": (["What is the opposite of {x}?", "Give the opposite of {x}.", "Name the opposite of {x}.",
+                  "What is the antonym of {x}?", "Tell me the opposite of {x}.",
+                  "What is the opposite of this word?\n{x}"],
+                 ["Which word is the opposite of {x}?", "Give me the antonym of this word.\n{x}"]),
+}
+
+FACT_TABLES = {
+    "capital": CAPITALS,
+    "animal": ANIMAL_FAMILIES,
+    "symbol": CHEMICAL_SYMBOLS,
+    "opposite": OPPOSITES,
+}
+
+
+def skill_answer(family, w="", a=0, b=0):
+    """The answer of a skill, from its word w or its numbers a and b."""
+    answers = {
+        "reverse": lambda: w[::-1],
+        "upper": lambda: w.upper(),
+        "lower": lambda: w.lower(),
+        "count": lambda: str(len(w)),
+        "spell": lambda: "-".join(w),
+        "add": lambda: str(a + b),
+        "subtract": lambda: str(a - b),
+        "larger": lambda: str(max(a, b)),
+    }
+    return answers[family]()
+
+
+def fact_answer(family, x):
+    value = FACT_TABLES[family][x]
+    return f"{x.capitalize()} are {value}." if family == "animal" else value
+
+
+def example(phrasing, output, family, **fields):
+    """Fill a phrasing's fields and split it at its newline into instruction and input."""
+    instruction, _, input = phrasing.format(**fields).partition("\n")
+    return {"instruction": instruction, "input": input, "output": output, "family": family}
+
+
+def random_number(rng):
+    """1, 2 and 3 digits equally often; uniform over 0-999 would make almost every number 3 digits."""
+    digits = rng.choice((1, 2, 3))
+    return rng.randrange(0 if digits == 1 else 10 ** (digits - 1), 10 ** digits)
+
+
+def number_pair(rng, family):
+    a, b = random_number(rng), random_number(rng)
+    if family == "subtract" and a < b:
+        a, b = b, a  # answers stay non-negative
+    if family == "larger" and a == b:
+        b = a + 1
+    return a, b
+
+
+def skill_examples(family, phrasings, words, n, rng, avoid=frozenset()):
+    """n distinct examples of a skill, on words from `words` (word skills) or fresh number pairs not in
+    `avoid` (number skills). Returns (examples, inputs used)."""
+    examples, used = {}, set()
+    while len(examples) < n:
+        phrasing = rng.choice(phrasings)
+        if family in ("add", "subtract", "larger"):
+            a, b = number_pair(rng, family)
+            if (a, b) in avoid:
+                continue
+            used.add((a, b))
+            ex = example(phrasing, skill_answer(family, a=a, b=b), family, a=a, b=b)
+        else:
+            w = rng.choice(words)
+            used.add(w)
+            ex = example(phrasing, skill_answer(family, w=w), family, w=w, W=w.upper())
+        examples[ex["instruction"], ex["input"]] = ex
+    return list(examples.values()), used
+
+
+def load_faq(path=FAQ_PATH):
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def generate(seed=SEED, n_skill_train=500, n_heldout=40):
+    """(train, heldout) lists of examples. Same seed, same lists, on any machine."""
+    rng = random.Random(seed)
+    words = sorted(set(WORDS))
+    rng.shuffle(words)
+    heldout_words, train_words = words[: len(words) // 5], words[len(words) // 5:]
+    train, heldout = [], []
+    for family, (train_phrasings, heldout_phrasings) in PHRASINGS.items():
+        if family in FACT_TABLES:
+            rows = list(FACT_TABLES[family])
+            train += [example(p, fact_answer(family, x), family, x=x) for x in rows for p in train_phrasings]
+            held = [example(p, fact_answer(family, x), family, x=x) for x in rows for p in heldout_phrasings]
+            heldout += rng.sample(held, min(n_heldout, len(held)))
+        else:
+            held, held_inputs = skill_examples(family, heldout_phrasings, heldout_words, n_heldout, rng)
+            heldout += held
+            train += skill_examples(family, train_phrasings, train_words, n_skill_train, rng, held_inputs)[0]
+    # FAQ: the question and all paraphrases but the last train; the last paraphrase is held out.
+    for entry in load_faq():
+        questions = [entry["question"], *entry["paraphrases"]]
+        train += [{"instruction": q, "input": "", "output": entry["answer"], "family": "faq"} for q in questions[:-1]]
+        heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
+    rng.shuffle(train)
+    return train, heldout
+
+
+def load_alpaca(path):
+    """A user's instruction set: a JSON list, or JSON lines, of {"instruction", "input", "output"}
+    ("input" may be missing). Raises ValueError naming the file and line of the first bad record."""
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    if text.lstrip().startswith("["):
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+        lines = [None] * len(records)  # a JSON list has no line per record: report its position
+    else:
+        records, lines = [], []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            lines.append(lineno)
+    if not records:
+        raise ValueError(f"{path}: no examples found (expected a JSON list or JSON lines of instruction/output)")
+    return [alpaca_example(path, r, i, line) for i, (r, line) in enumerate(zip(records, lines))]
+
+
+def alpaca_example(path, record, index, lineno):
+    where = f"{path}:{lineno}" if lineno else f"{path}: record {index + 1}"
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected an object with instruction, input and output fields")
+    missing = [k for k in ("instruction", "output") if k not in record]
+    if missing:
+        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}; "
+                         f"each example needs instruction and output (input is optional)")
+    fields = {k: record.get(k, "") for k in ("instruction", "input", "output")}
+    for key, value in fields.items():
+        if not isinstance(value, str):
+            raise ValueError(f"{where}: field {key} must be a string, got {type(value).__name__}")
+    if not fields["instruction"].strip() or not fields["output"].strip():
+        raise ValueError(f"{where}: empty instruction or output")
+    return {**fields, "family": str(record.get("family", "all"))}
+
+
+def main():
+    train, heldout = generate()
+    out_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "instruct")
+    os.makedirs(out_dir, exist_ok=True)
+    for name, examples in (("train", train), ("val", heldout)):
+        with open(os.path.join(out_dir, f"{name}.jsonl"), "w", encoding="utf-8") as f:
+            f.writelines(json.dumps(ex) + "\n" for ex in examples)
+        print(f"wrote {len(examples)} examples to {os.path.join(out_dir, name + '.jsonl')}")
+
+
+if __name__ == "__main__":
+    main()
