@@ -249,7 +249,7 @@ def precision_policy(device_type, dtype="auto", compile=None, bf16_supported=Tru
     return Precision(autocast_dtype, grad_scaler, compile, reason)
 
 
-def cpu_bf16_speedup(model, block_size, tokens=1024, rounds=3):
+def cpu_bf16_speedup(model, block_size, *, tokens=1024, rounds=3):
     """How many times faster a forward+backward step of model runs under bfloat16 autocast than in
     float32 on this CPU (above 1: bfloat16 wins). Matrix units pay off only for wide enough matrices,
     so this is measured on the actual model rather than guessed, on steps of about `tokens` tokens.
@@ -278,6 +278,25 @@ def cpu_bf16_speedup(model, block_size, tokens=1024, rounds=3):
 def autocast(device_type, dtype):
     """Mixed precision for forward passes, or nothing when dtype is None (plain float32)."""
     return nullcontext() if dtype is None else torch.autocast(device_type=device_type, dtype=dtype)
+
+
+def choose_precision(device, dtype, compile, model, block_size, world_size=1):
+    """precision_policy for a real device and model: on a CPU with dtype "auto", first measure whether
+    bfloat16 autocast pays off for this model (all processes adopt the first one's measurement)."""
+    speedup, note = 0.0, ""
+    if device.type == "cpu" and dtype == "auto":
+        capability = torch.backends.cpu.get_cpu_capability()
+        if capability in ("AVX2", "NO AVX"):  # x86 without AVX-512 has no bfloat16 units: skip measuring
+            note = f" ({capability} CPU: no bfloat16 units)"
+        else:
+            measured = torch.tensor(cpu_bf16_speedup(model, block_size) if IS_MAIN else 0.0)
+            if world_size > 1:
+                dist.broadcast(measured, src=0)
+            speedup = measured.item()
+            note = f" (bfloat16 measured x{speedup:.2f} the speed of float32)"
+    bf16_supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
+    precision = precision_policy(device.type, dtype, compile, bf16_supported, cpu_bf16_faster=speedup > 1.0)
+    return dataclasses.replace(precision, reason=precision.reason + note)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -520,7 +539,7 @@ def train(cfg, ckpt, rank, world_size, device, stop):
     raw_model = GPT(model_config).to(device)
     if ckpt is not None:
         raw_model.load_state_dict(ckpt["model"])
-    precision = choose_precision(cfg, raw_model, device, world_size)
+    precision = choose_precision(device, cfg.dtype, cfg.compile, raw_model, cfg.block_size, world_size)
     optimizer = build_optimizer(raw_model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type)
     scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
     start_step, best_val = 0, math.inf
@@ -642,23 +661,6 @@ def train_step(model, optimizer, scaler, train_data, cfg, precision, step, rank,
     scaler.update()
     optimizer.zero_grad(set_to_none=True)
     return total
-
-
-def choose_precision(cfg, model, device, world_size):
-    """Apply precision_policy; on a CPU with dtype auto, first measure whether bfloat16 pays off."""
-    speedup, note = None, ""
-    if device.type == "cpu" and cfg.dtype == "auto":
-        if torch.backends.cpu.get_cpu_capability() in ("AVX2", "NO AVX"):  # x86 without AVX-512: no bf16 units
-            speedup, note = torch.tensor(0.0), f" ({torch.backends.cpu.get_cpu_capability()} CPU: no bfloat16 units)"
-        else:
-            speedup = torch.tensor(cpu_bf16_speedup(model, cfg.block_size) if IS_MAIN else 0.0)
-            if world_size > 1:  # every process must make the same choice: take the first one's measurement
-                dist.broadcast(speedup, src=0)
-            note = f" (bfloat16 measured x{speedup.item():.2f} the speed of float32)"
-    bf16_supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
-    precision = precision_policy(device.type, cfg.dtype, cfg.compile, bf16_supported,
-                                 cpu_bf16_faster=speedup is not None and speedup.item() > 1.0)
-    return dataclasses.replace(precision, reason=precision.reason + note)
 
 
 def sample_text(model, tokenizer, cfg, device):
