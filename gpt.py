@@ -327,7 +327,7 @@ class GPT(nn.Module):
         loss = None
         if targets is not None:
             # ignore_index=-100: prompt and padding positions in finetuning contribute nothing.
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1), ignore_index=-100)
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
         return logits, loss
 
     def hidden_states(self, idx):
@@ -547,12 +547,19 @@ def main(argv=None):
     if ckpt["kind"] == "classifier":
         parser.exit(2, f"error: {args.ckpt} is a classifier; it labels text rather than writing it\n")
     prompt = instruction_ids(tokenizer, args.prompt) if ckpt["kind"] == "instruct" else tokenizer.encode(args.prompt)
+    if not prompt:
+        parser.exit(2, "error: --prompt is empty: the model needs at least one character to continue\n")
     idx = torch.tensor([prompt], device=device)
     print(tokenizer.decode(prompt), end="", flush=True)
+    unprinted = []  # one character can span several BPE tokens: print it once all its bytes are in
     for token in model.generate_stream(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                                        top_p=args.top_p, seed=args.seed, stop_ids=(EOS_ID,)):
-        print(tokenizer.decode([token]), end="", flush=True)
-    print()
+        unprinted.append(token)
+        text = tokenizer.decode(unprinted)
+        if not text.endswith("\ufffd"):  # U+FFFD: decode's mark for bytes of an unfinished character
+            print(text, end="", flush=True)
+            unprinted = []
+    print(tokenizer.decode(unprinted))
 
 
 if __name__ == "__main__":
