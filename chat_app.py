@@ -11,6 +11,7 @@ Reading order:
   5. the page       the sidebar, then one tab per thing a checkpoint can do
 Sections 1-4 are plain functions that test_chat_app.py calls without Streamlit.
 """
+import itertools
 import json
 import math
 import os
@@ -41,10 +42,9 @@ INSPECT_MAX_TOKENS = 48  # a heatmap wider than this is no longer readable
 # Cosine similarity from which the FAQ answers. A question asked as the FAQ words it scores 1; none
 # of the other prompts of the default instruct set (capitals, sums, ...) scored above 0.42.
 FAQ_THRESHOLD = 0.5
-KINDS = ("pretrained", "instruct", "classifier")
 # Instruct models are tuned to give one right answer: greedy decoding finds it. Free text reads
 # better with some randomness.
-DEFAULT_TEMPERATURE = {"instruct": 0.0, "pretrained": 0.8, "classifier": 0.8}
+DEFAULT_TEMPERATURE = {"instruct": 0.0}  # and 0.8 for the other kinds
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -91,8 +91,9 @@ def describe_checkpoint(path, out_dir):
     stat = path.stat()
     val_loss = ckpt.get("val_loss", ckpt.get("best_val_loss"))
     return CheckpointInfo(path=path, name=path.relative_to(os.path.realpath(out_dir)).as_posix(),
-                          kind=ckpt["kind"], size_bytes=stat.st_size,
-                          val_loss=float(val_loss) if val_loss is not None else None, modified=stat.st_mtime)
+                          kind=str(ckpt["kind"]), size_bytes=stat.st_size,
+                          val_loss=float(val_loss) if isinstance(val_loss, (int, float)) else None,
+                          modified=stat.st_mtime)
 
 
 def list_checkpoints(out_dir, describe=describe_checkpoint):
@@ -373,7 +374,7 @@ def sidebar(infos):
     device = st.sidebar.selectbox("Device", devices, key="device")
     st.sidebar.subheader("Sampling")
     sampling = {
-        "temperature": st.sidebar.slider("Temperature", 0.0, 2.0, DEFAULT_TEMPERATURE[info.kind], 0.05,
+        "temperature": st.sidebar.slider("Temperature", 0.0, 2.0, DEFAULT_TEMPERATURE.get(info.kind, 0.8), 0.05,
                                          key=f"temperature_{info.kind}", help="0 always takes the likeliest token"),
         "top_k": st.sidebar.number_input("Top-k (0 = off)", 0, 100_000, 0, key="top_k") or None,
         "top_p": st.sidebar.slider("Top-p (1 = off)", 0.05, 1.0, 1.0, 0.05, key="top_p"),
@@ -489,8 +490,9 @@ def generate_tab(loaded, info, sampling, max_new_tokens):
         return
     new_ids, start = [], time.perf_counter()
     tokens = stream_tokens(loaded, prompt_ids, max_new_tokens, stop_ids=(gpt.EOS_ID,), **sampling)
-    with st.container(border=True):
-        st.write_stream(as_markdown(piece) for piece in text_pieces(loaded.tokenizer, tokens, new_ids))
+    pieces = text_pieces(loaded.tokenizer, tokens, new_ids)
+    with st.container(border=True):  # the prompt, then its continuation as it is written
+        st.write_stream(as_markdown(piece) for piece in itertools.chain([prompt], pieces))
     trace = trace_report(loaded.tokenizer, prompt_ids, new_ids, time.perf_counter() - start)
     st.caption(f"{trace['new_tokens']} tokens in {trace['latency_s']:.2f} s · {trace['tokens_per_s']:.1f} tokens/s")
 

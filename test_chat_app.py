@@ -5,6 +5,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -196,6 +197,23 @@ def test_loading_refuses_a_path_outside_out(tmp_path, tokenizer):
         chat_app.load_shared_model(tmp_path / "out" / ".." / "elsewhere.pt", tmp_path / "out", torch.device("cpu"))
 
 
+def test_sessions_generating_at_once_share_one_model_safely(chat_out, tokenizer):
+    loaded = chat_app.load_shared_model(chat_out / "chat" / "ckpt.pt", chat_out, torch.device("cpu"))
+    answers = {}
+
+    def chat(question):
+        ids = gpt.instruction_ids(tokenizer, question)
+        answers[question] = tokenizer.decode(list(chat_app.stream_tokens(loaded, ids, 20, stop_ids=(gpt.EOS_ID,),
+                                                                          temperature=0.0)))
+    threads = [threading.Thread(target=chat, args=(q,)) for q in ("hi", "bye")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=30)
+    assert answers == {"hi": "hello<eos>", "bye": "see you<eos>"}
+    assert not loaded.lock.locked()
+
+
 def test_text_pieces_never_split_a_multibyte_character():
     tokenizer = gpt.BPETokenizer([])  # bytes only: "é" is two tokens
     ids = tokenizer.encode("héllo") + [gpt.EOS_ID]
@@ -307,7 +325,7 @@ def test_generate_streams_a_continuation(monkeypatch, all_kinds_out):
     expected = model.generate(torch.tensor([tokenizer.encode("In the beginning")]), 12, temperature=0.8, seed=7,
                               stop_ids=(gpt.EOS_ID,))
     text = tokenizer.decode([i for i in expected[0, 16:].tolist() if i != gpt.EOS_ID])
-    assert generated == chat_app.as_markdown(text)
+    assert generated == chat_app.as_markdown("In the beginning" + text)
     assert "tokens/s" in tab(at, "Generate").caption[0].value
 
 
