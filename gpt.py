@@ -452,18 +452,22 @@ class CheckpointError(ValueError):
 def save_checkpoint(path, model, tokenizer, kind="pretrained", **extra):
     """Write config, weights, tokenizer and any extras to path atomically: a crash while writing
     leaves the previous file intact, because the new one only replaces it once complete."""
+    model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     gpt = model.gpt if isinstance(model, GPTClassifier) else model
-    gpt = getattr(gpt, "_orig_mod", gpt)  # unwrap torch.compile
-    state = getattr(model, "_orig_mod", model).state_dict()
     payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": asdict(gpt.config),
-               "model": state, "tokenizer": tokenizer.to_dict(), **extra}
+               "model": model.state_dict(), "tokenizer": tokenizer.to_dict(), **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp"
-    with open(tmp, "wb") as f:
-        torch.save(payload, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
 
 
 def load_checkpoint(path, map_location="cpu"):
@@ -480,6 +484,8 @@ def load_checkpoint(path, map_location="cpu"):
     required = {"format", "kind", "config", "model", "tokenizer"}
     if not isinstance(ckpt, dict) or not required <= set(ckpt):
         raise CheckpointError(f"{path}: not a gpt.py checkpoint (it needs the keys {sorted(required)})")
+    if ckpt["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {ckpt['format']!r}, this gpt.py reads {CHECKPOINT_FORMAT!r}")
     return ckpt
 
 
