@@ -42,9 +42,12 @@ INSPECT_MAX_TOKENS = 48  # a heatmap wider than this is no longer readable
 # Cosine similarity from which the FAQ answers. A question asked as the FAQ words it scores 1; none
 # of the other prompts of the default instruct set (capitals, sums, ...) scored above 0.42.
 FAQ_THRESHOLD = 0.5
-# Instruct models are tuned to give one right answer: greedy decoding finds it. Free text reads
-# better with some randomness.
-DEFAULT_TEMPERATURE = {"instruct": 0.0}  # and 0.8 for the other kinds
+
+
+def default_temperature(kind):
+    """Instruct models are tuned to give one right answer, which greedy decoding (0) finds. Free
+    text reads better with some randomness."""
+    return 0.0 if kind == "instruct" else 0.8
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -151,7 +154,8 @@ class FaqEntry:
     paraphrases: tuple = ()
 
 
-FAQ_FIELDS = "a JSON object with non-empty strings 'question' and 'answer' (and optionally 'paraphrases', a list of strings)"
+FAQ_FIELDS = ("a JSON object with non-empty strings 'question' and 'answer' "
+              "(and optionally 'paraphrases', a list of strings)")
 
 
 def faq_entry(row, where):
@@ -374,7 +378,7 @@ def sidebar(infos):
     device = st.sidebar.selectbox("Device", devices, key="device")
     st.sidebar.subheader("Sampling")
     sampling = {
-        "temperature": st.sidebar.slider("Temperature", 0.0, 2.0, DEFAULT_TEMPERATURE.get(info.kind, 0.8), 0.05,
+        "temperature": st.sidebar.slider("Temperature", 0.0, 2.0, default_temperature(info.kind), 0.05,
                                          key=f"temperature_{info.kind}", help="0 always takes the likeliest token"),
         "top_k": st.sidebar.number_input("Top-k (0 = off)", 0, 100_000, 0, key="top_k") or None,
         "top_p": st.sidebar.slider("Top-p (1 = off)", 0.05, 1.0, 1.0, 0.05, key="top_p"),
@@ -514,7 +518,7 @@ def classify_tab(loaded, info):
         logits, _ = loaded.model(torch.tensor([ids], device=loaded.device))
     probs = F.softmax(logits[0].float(), dim=-1).tolist()
     labels = [str(label) for label in loaded.meta["labels"]]
-    st.subheader(f"{labels[max(range(len(probs)), key=probs.__getitem__)]}")
+    st.subheader(labels[max(range(len(probs)), key=probs.__getitem__)])
     st.bar_chart({"label": labels, "probability": probs}, x="label", y="probability")
     st.dataframe({"label": labels, "probability": probs}, hide_index=True)
 
@@ -556,8 +560,9 @@ def inspect_tab(loaded, info):
         return  # its language-model head was not what finetuning trained
     st.subheader("Most likely next tokens")
     top = top_next_tokens(logits[0, -1], loaded.tokenizer)
+    bar = st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)
     st.dataframe({"token": [repr(t) for t, _ in top], "probability": [p for _, p in top]}, hide_index=True,
-                 column_config={"probability": st.column_config.ProgressColumn(format="%.3f", min_value=0, max_value=1)})
+                 column_config={"probability": bar})
 
 
 def training_tab(info):
@@ -570,11 +575,12 @@ def training_tab(info):
     if not rows:
         st.info(f"{metrics} holds no loss values yet.")
         return
-    st.line_chart({key: [r[key] for r in rows] for key in ("step", "curve", "loss")}, x="step", y="loss", color="curve")
+    columns = {key: [r[key] for r in rows] for key in ("step", "curve", "loss")}
+    st.line_chart(columns, x="step", y="loss", color="curve")
     val = [r["loss"] for r in rows if r["curve"] == "val_loss"]
     best = f", best val loss {min(val):.4f}" if val else ""
     skipped_note = f" ({skipped} unreadable lines skipped)" if skipped else ""
-    st.caption(f"{len(records)} records from {info.name.rsplit('/', 1)[0]}/metrics.jsonl{best}{skipped_note}")
+    st.caption(f"{len(records)} records from {Path(info.name).parent / 'metrics.jsonl'}{best}{skipped_note}")
 
 
 def main():

@@ -45,7 +45,8 @@ def instruct_model(tokenizer, pairs, steps=60):
     answers = [tokenizer.encode(a) + [gpt.EOS_ID] for _, a in pairs]
     width = max(len(p) + len(a) for p, a in zip(prompts, answers))
     x = torch.tensor([p + a + [gpt.PAD_ID] * (width - len(p) - len(a)) for p, a in zip(prompts, answers)])
-    y = torch.tensor([[-100] * (len(p) - 1) + a + [-100] * (width - len(p) - len(a) + 1) for p, a in zip(prompts, answers)])
+    y = torch.tensor([[-100] * (len(p) - 1) + a + [-100] * (width - len(p) - len(a) + 1)
+                      for p, a in zip(prompts, answers)])
     model = tiny_gpt(tokenizer)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     threads = torch.get_num_threads()
@@ -88,7 +89,8 @@ def all_kinds_out(tmp_path_factory, tokenizer, chat_out):
                 f.write(json.dumps({"step": i, "val_loss": 4.2 - i / 50}) + "\n")
         f.write('{"step": 100, "train_lo')  # a line still being written
     classifier = gpt.GPTClassifier(tiny_gpt(tokenizer), 3)
-    gpt.save_checkpoint(out / "clf" / "ckpt.pt", classifier, tokenizer, kind="classifier", labels=["law", "poetry", "gospel"])
+    gpt.save_checkpoint(out / "clf" / "ckpt.pt", classifier, tokenizer, kind="classifier",
+                        labels=["law", "poetry", "gospel"])
     return out
 
 
@@ -356,7 +358,8 @@ def test_training_tab_draws_the_runs_loss_curves(monkeypatch, all_kinds_out):
     training = tab(at, "Training")
     curves = chart_rows(training)
     assert {row["curve"] for row in curves} == {"train_loss", "val_loss"} and len(curves) == 12
-    assert training.caption[0].value == "12 records from base/metrics.jsonl, best val loss 3.2000 (1 unreadable lines skipped)"
+    assert training.caption[0].value == ("12 records from base/metrics.jsonl, best val loss 3.2000 "
+                                         "(1 unreadable lines skipped)")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -369,32 +372,34 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wait_until_healthy(url, server, timeout=60):
+def wait_until_healthy(url, server, log, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            raise RuntimeError(f"streamlit exited with code {server.returncode}")
+            raise RuntimeError(f"streamlit exited with code {server.returncode}:\n{log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 if response.status == 200:
                     return
         except OSError:
             time.sleep(0.3)
-    raise TimeoutError(f"{url} did not answer within {timeout} s")
+    raise TimeoutError(f"{url} did not answer within {timeout} s:\n{log.read_text()[-2000:]}")
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is absent (Debian package: chromium)")
 def test_browser_chat_round_trip(tmp_path, chat_out):
-    playwright = pytest.importorskip("playwright.sync_api")
-    port = free_port()
+    from playwright.sync_api import sync_playwright
+
+    port, log = free_port(), tmp_path / "streamlit.log"
     env = {**os.environ, "GPT_OUT_DIR": str(chat_out), "GPT_FAQ": str(tmp_path / "no_faq.jsonl")}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    with open(log, "w") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", APP, "--server.headless", "true", "--server.port", str(port),
+             "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false"],
+            env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        wait_until_healthy(f"http://127.0.0.1:{port}/_stcore/health", server)
-        with playwright.sync_playwright() as p:
+        wait_until_healthy(f"http://127.0.0.1:{port}/_stcore/health", server, log)
+        with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=[
                 "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"])
@@ -407,11 +412,10 @@ def test_browser_chat_round_trip(tmp_path, chat_out):
                 answer = page.get_by_test_id("stChatMessage").nth(1)
                 answer.get_by_text("from the model (chat/ckpt.pt)").wait_for(timeout=30_000)
                 assert answer.get_by_test_id("stMarkdownContainer").first.inner_text() == "hello"
-                page.screenshot(path=tmp_path / "chat_app.png", full_page=True)
+                page.screenshot(path=tmp_path / "chat_app.png")
             finally:
                 browser.close()
         assert (tmp_path / "chat_app.png").stat().st_size > 10_000
     finally:
         server.kill()
         server.wait(timeout=10)
-        server.stderr.close()
