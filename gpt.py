@@ -478,7 +478,7 @@ def load_checkpoint(path, map_location="cpu"):
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises several types for corrupt, truncated or unsafe files
-        reason = "it holds objects that are not plain data, refused for safety" if "Unsupported global" in str(e) \
+        reason = "it holds objects that are not plain data, refused for safety" if "unsupported global" in str(e).lower() \
             else "the file is truncated or not a torch checkpoint"
         raise CheckpointError(f"{path}: cannot load checkpoint: {reason} ({type(e).__name__})") from None
     required = {"format", "kind", "config", "model", "tokenizer"}
