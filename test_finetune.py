@@ -1,0 +1,314 @@
+"""Tests for finetune.py and its data (data/classify.py, data/instruct.py). Tiny models, CPU, offline."""
+import json
+import re
+
+import pytest
+import torch
+
+import finetune
+from data.classify import load_labelled, split_by_label
+from data.instruct import PHRASINGS, generate, load_alpaca, load_faq
+from gpt import EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze, load_checkpoint, save_checkpoint
+from train import ConfigError
+
+CPU = torch.device("cpu")
+TINY = dict(block_size=48, n_layer=2, n_head=2, n_embd=16)
+
+
+def tiny_gpt(tokenizer, seed=0):
+    torch.manual_seed(seed)
+    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **TINY))
+
+
+@pytest.fixture
+def tokenizer():
+    return CharTokenizer.from_text("")
+
+
+@pytest.fixture
+def pretrained(tmp_path, tokenizer):
+    """A tiny 'pretrained' checkpoint (random weights: these tests check plumbing, not knowledge)."""
+    path = tmp_path / "pre" / "ckpt.pt"
+    save_checkpoint(str(path), tiny_gpt(tokenizer), tokenizer, kind="pretrained")
+    return str(path)
+
+
+def write(tmp_path, name, text):
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return str(path)
+
+
+def run(pretrained, tmp_path, *flags):
+    """finetune.main with fast settings for a tiny model."""
+    return finetune.main([f"--init={pretrained}", f"--out_dir={tmp_path / 'run'}", "--device=cpu", "--dtype=float32",
+                          "--batch_size=8", "--eval_interval=10", "--warmup_iters=2", *flags])
+
+
+# ----------------------------------------------------------------------------------------------------
+# Instruction batches: the prompt and the padding never count
+
+
+def example(instruction, output, input=""):
+    return {"instruction": instruction, "input": input, "output": output, "family": "test"}
+
+
+def test_collate_pads_to_the_longest_example_and_masks_prompt_and_padding(tokenizer):
+    short, long = example("Hi", "yo"), example("Say it", "hello", input="now")
+    encoded = [finetune.encode_instruct(tokenizer, ex) for ex in (short, long)]
+    x, y = finetune.collate_instruct(encoded, CPU)
+    longest = max(len(ids) for ids, _ in encoded)
+    assert x.shape == y.shape == (2, longest - 1)
+    (ids, n_prompt) = encoded[0]
+    assert x[0, :len(ids) - 1].tolist() == ids[:-1] and (x[0, len(ids) - 1:] == PAD_ID).all()
+    # Only the answer and <eos> are targets: everything before them and all padding is -100.
+    assert y[0].tolist() == [-100] * (n_prompt - 1) + tokenizer.encode("yo") + [EOS_ID] + [-100] * (longest - len(ids))
+    assert y[1][y[1] != -100].tolist() == tokenizer.encode("hello") + [EOS_ID]
+
+
+def test_masked_loss_is_unchanged_when_the_prompt_targets_change(tokenizer):
+    model = tiny_gpt(tokenizer)
+    asked, reworded = example("Name a colour.", "red"), example("Give a colour!", "red")  # same length, other text
+    x, y = finetune.collate_instruct([finetune.encode_instruct(tokenizer, asked)], CPU)
+    _, y_reworded = finetune.collate_instruct([finetune.encode_instruct(tokenizer, reworded)], CPU)
+    _, loss = model(x, y)
+    _, loss_reworded = model(x, y_reworded)
+    assert torch.equal(loss, loss_reworded)
+    # ...while the answer's targets do count: the loss is the mean over the answer and <eos> alone.
+    logits, _ = model(x)
+    n_prompt = finetune.encode_instruct(tokenizer, asked)[1]
+    answer = torch.tensor(tokenizer.encode("red") + [EOS_ID])
+    by_hand = torch.nn.functional.cross_entropy(logits[0, n_prompt - 1:], answer)
+    assert torch.allclose(loss, by_hand)
+
+
+def test_classify_collate_right_pads_and_the_classifier_ignores_padding(tokenizer):
+    pairs = [(tokenizer.encode("a short one"), 0), (tokenizer.encode("a much longer text here"), 1)]
+    x, y = finetune.collate_classify(pairs, CPU)
+    assert x.shape == (2, len(pairs[1][0])) and y.tolist() == [0, 1]
+    assert (x[0, len(pairs[0][0]):] == PAD_ID).all()
+    classifier = GPTClassifier(tiny_gpt(tokenizer), 2).eval()
+    alone, _ = classifier(torch.tensor([pairs[0][0]]))
+    batched, _ = classifier(x)
+    assert torch.allclose(alone[0], batched[0], atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Classification data formats and their errors
+
+
+def test_csv_tsv_and_jsonl_give_the_same_examples(tmp_path):
+    csv = write(tmp_path, "d.csv", 'id,text,label\n1,"hello, world",greeting\n2,buy now,spam\n3,hi there,greeting\n4,win cash,spam\n')
+    tsv = write(tmp_path, "d.tsv", "greeting\thello, world\nspam\tbuy now\ngreeting\thi there\nspam\twin cash\n")
+    jsonl = write(tmp_path, "d.jsonl", "".join(json.dumps({"text": t, "label": lab}) + "\n" for lab, t in
+                                               [("greeting", "hello, world"), ("spam", "buy now"),
+                                                ("greeting", "hi there"), ("spam", "win cash")]))
+    as_pairs = [[(ex.text, ex.label) for ex in load_labelled(path)] for path in (csv, tsv, jsonl)]
+    assert as_pairs[0] == as_pairs[1] == as_pairs[2]
+    assert as_pairs[0][0] == ("hello, world", "greeting")
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("cols.csv", "body,category\nhello,a\n", "cols.csv:1: header ['body', 'category'] has no text or label column"),
+    ("fields.csv", "text,label\nhello,a\nbye,b,extra\n", "fields.csv:3: expected 2 fields"),
+    ("empty.csv", "text,label\nhello,a\n  ,b\nhi,a\n", "empty.csv:3: empty text"),
+    ("notab.tsv", "a\thello\nb hello\n", "notab.tsv:2: expected label<TAB>text, found no tab"),
+    ("bad.jsonl", '{"text": "x", "label": "a"}\n{"text": "y", label}\n', "bad.jsonl:2: not valid JSON"),
+    ("nolabel.jsonl", '{"text": "x", "label": "a"}\n{"text": "y"}\n', 'nolabel.jsonl:2: expected an object with "text" and "label"'),
+    ("single.tsv", "a\tone\na\ttwo\nb\tthree\n", "single.tsv:3: label 'b' has a single example"),
+    ("one.tsv", "a\tone\na\ttwo\n", "every example has the label 'a'"),
+    ("data.txt", "a\tone\n", "unknown format '.txt': expected .csv, .tsv or .jsonl"),
+])
+def test_bad_classification_files_are_refused_with_file_and_line(tmp_path, name, text, message):
+    with pytest.raises(ValueError) as error:
+        load_labelled(write(tmp_path, name, text))
+    assert message in str(error.value)
+
+
+def test_missing_and_non_utf8_classification_files_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        load_labelled(str(tmp_path / "absent.csv"))
+    (tmp_path / "latin.tsv").write_bytes(b"a\tcaf\xe9\n")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        load_labelled(str(tmp_path / "latin.tsv"))
+
+
+def test_long_texts_are_truncated_and_counted(tmp_path, tokenizer):
+    path = write(tmp_path, "d.tsv", "".join(f"{lab}\t{text}\n" for lab, text in
+                                            [("a", "x" * 100), ("a", "short"), ("a", "y" * 60), ("b", "ok"), ("b", "fine"), ("b", "z" * 49)]))
+    cfg = finetune.finetune_config(["--task=classify", f"--data={path}"])
+    data = finetune.classify_data(cfg, load_labelled(path), path, tokenizer, block_size=48)
+    assert data.truncated == 3
+    assert max(len(ids) for ids, _ in data.train + data.val + data.test) == 48
+
+
+def test_split_is_stratified_deterministic_and_balanced_when_asked():
+    from data.classify import Labelled
+    examples = [Labelled(f"old {i}", "Old", i) for i in range(300)] + [Labelled(f"new {i}", "New", i) for i in range(100)]
+    train, val, test = split_by_label(examples, seed=1, balance=True)
+    assert [len(s) for s in (train, val, test)] == [160, 20, 20]
+    assert sum(ex.label == "Old" for ex in test) == 10
+    assert {ex.text for ex in train}.isdisjoint({ex.text for ex in test + val})
+    assert split_by_label(examples, seed=1, balance=True) == (train, val, test)
+    assert len(split_by_label(examples, seed=1)[2]) == 40  # unbalanced: every example is kept
+
+
+# ----------------------------------------------------------------------------------------------------
+# Instruction data
+
+
+def test_alpaca_json_list_and_jsonl_are_read(tmp_path):
+    records = [{"instruction": "Add.", "input": "1 + 2", "output": "3"}, {"instruction": "Say hi.", "output": "hi"}]
+    as_list = load_alpaca(write(tmp_path, "a.json", json.dumps(records)))
+    as_lines = load_alpaca(write(tmp_path, "a.jsonl", "".join(json.dumps(r) + "\n" for r in records)))
+    assert as_list == as_lines
+    assert as_list[1] == {"instruction": "Say hi.", "input": "", "output": "hi", "family": "all"}
+
+
+@pytest.mark.parametrize("name, text, message", [
+    ("a.jsonl", '{"instruction": "x", "output": "y"}\n\n{"instruction": "x"}\n', "a.jsonl:3: missing field(s) output"),
+    ("b.jsonl", '{"instruction": "x", "output": "y"}\nnot json\n', "b.jsonl:2: not valid JSON"),
+    ("c.json", '[{"instruction": "x", "output": "y"}, {"instruction": "", "output": "y"}]', "c.json: record 2: empty instruction"),
+    ("d.json", '[{"instruction": "x", "output": 3}]', "d.json: record 1: field output must be a string"),
+    ("e.json", "[]", "e.json: no examples found"),
+])
+def test_bad_instruction_files_are_refused_with_their_location(tmp_path, name, text, message):
+    with pytest.raises(ValueError) as error:
+        load_alpaca(write(tmp_path, name, text))
+    assert message in str(error.value)
+
+
+def phrasing_pattern(phrasing):
+    """A regex matching the prompts a phrasing produces, as instruction + newline + input."""
+    return re.compile(re.sub(r"\\{\w+\\}", ".+", re.escape(phrasing)) + ("" if "\n" in phrasing else "\n"))
+
+
+def skill_input(ex):
+    """The word or the number pair a skill example was made from, recovered from its answer and prompt."""
+    out, family = ex["output"], ex["family"]
+    words = {"reverse": out[::-1], "upper": out.lower(), "lower": out, "spell": out.replace("-", "")}
+    if family in words:
+        return words[family]
+    return tuple(re.findall(r"\d+", ex["instruction"] + " " + ex["input"])) if family != "count" else None
+
+
+def test_generated_instruction_set_is_deterministic_and_holds_out_phrasings_and_inputs():
+    train, heldout = generate()
+    assert (train, heldout) == generate()
+    assert len(train) > 3000 and {ex["family"] for ex in heldout} == {ex["family"] for ex in train}
+    for family, (_, held_phrasings) in PHRASINGS.items():
+        patterns = [phrasing_pattern(p) for p in held_phrasings]
+        prompt = lambda ex: ex["instruction"] + "\n" + ex["input"]  # noqa: E731
+        assert all(any(p.fullmatch(prompt(ex)) for p in patterns) for ex in heldout if ex["family"] == family)
+        assert not any(p.fullmatch(prompt(ex)) for p in patterns for ex in train if ex["family"] == family), family
+    # Skills: no held-out word or number pair is a training input. Facts: every held-out row was trained on.
+    for family in ("reverse", "upper", "lower", "spell", "add", "subtract", "larger"):
+        trained = {skill_input(ex) for ex in train if ex["family"] == family}
+        assert not trained & {skill_input(ex) for ex in heldout if ex["family"] == family}, family
+    for family in ("capital", "symbol", "animal", "opposite", "faq"):
+        assert {ex["output"] for ex in heldout if ex["family"] == family} <= {ex["output"] for ex in train}
+    assert all(len(ex["output"]) <= 90 for ex in train)
+
+
+def test_every_faq_entry_is_trained_and_held_out_with_a_different_question():
+    faq = load_faq()
+    assert 25 <= len(faq) <= 40
+    train, heldout = generate()
+    for entry in faq:
+        assert entry["answer"].isascii() and len(entry["paraphrases"]) >= 3
+        trained = [ex["instruction"] for ex in train if ex["output"] == entry["answer"]]
+        held = [ex["instruction"] for ex in heldout if ex["output"] == entry["answer"]]
+        assert entry["question"] in trained and len(held) == 1 and held[0] not in trained
+
+
+def test_exact_match_ignores_case_and_spacing_except_for_case_skills():
+    assert finetune.normalise("  Paris ", "capital") == finetune.normalise("paris", "capital")
+    assert finetune.normalise("a  b", "faq") == "a b"
+    assert finetune.normalise("HELLO", "upper") != finetune.normalise("hello", "upper")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Freezing, reports, checkpoints, and tiny end-to-end runs
+
+
+@pytest.mark.parametrize("strategy, n, frozen_prefixes", [
+    ("head", 0, ("gpt.",)),
+    ("last_n", 1, ("gpt.wte", "gpt.wpe", "gpt.blocks.0.")),
+])
+def test_frozen_parameters_do_not_change_in_a_training_step(tokenizer, strategy, n, frozen_prefixes):
+    classifier = GPTClassifier(tiny_gpt(tokenizer), 2)
+    freeze(classifier, strategy, n)
+    before = {name: p.detach().clone() for name, p in classifier.named_parameters()}
+    optimizer = torch.optim.AdamW([p for p in classifier.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
+    x, y = finetune.collate_classify([(tokenizer.encode("some text"), 0), (tokenizer.encode("other"), 1)], CPU)
+    _, loss = classifier(x, y)
+    loss.backward()
+    optimizer.step()
+    for name, p in classifier.named_parameters():
+        frozen = name.startswith(frozen_prefixes)
+        assert torch.equal(p, before[name]) == frozen, name
+
+
+def test_classification_report_counts_by_hand():
+    report = finetune.classification_report(["ham", "spam"], true=[0, 0, 0, 1], predicted=[0, 1, 0, 1],
+                                            train_label_counts={"ham": 30, "spam": 10})
+    assert report["accuracy"] == 0.75
+    assert report["confusion"]["matrix"] == [[2, 1], [0, 1]]
+    assert report["per_class"]["spam"]["precision"] == 0.5 and report["per_class"]["spam"]["recall"] == 1.0
+    assert report["majority_baseline"] == {"label": "ham", "accuracy": 0.75}
+    assert "spam" in finetune.format_classification(report)
+
+
+def test_tiny_classify_run_learns_and_writes_a_classifier_checkpoint_and_report(tmp_path, pretrained):
+    rows = [("pos", f"good {w} happy") for w in "abcdefghij"] + [("neg", f"zzz {w} xxx qqq") for w in "abcdefghij"]
+    data = write(tmp_path, "d.tsv", "".join(f"{label}\t{text}\n" for label, text in rows))
+    report = run(pretrained, tmp_path, "--task=classify", f"--data={data}", "--max_iters=30", "--lr=3e-3")
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["accuracy"] == report["accuracy"] == 1.0
+    assert saved["majority_baseline"]["accuracy"] == 0.5 and set(saved["per_class"]) == {"neg", "pos"}
+    ckpt = load_checkpoint(tmp_path / "run" / "ckpt.pt")
+    assert ckpt["kind"] == "classifier" and ckpt["labels"] == ["neg", "pos"]
+    assert (tmp_path / "run" / "loss.png").exists() and (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_tiny_instruct_run_lowers_the_loss_and_writes_an_instruct_checkpoint_and_report(tmp_path, pretrained):
+    records = [{"instruction": f"Echo {w}.", "input": "", "output": w, "family": "echo"} for w in
+               ["cat", "dog", "sun", "sea", "sky", "hat", "pen", "cup", "box", "map", "owl", "ant"]]
+    data = write(tmp_path, "set.jsonl", "".join(json.dumps(r) + "\n" for r in records))
+    report = run(pretrained, tmp_path, "--task=instruct", f"--data={data}", "--max_iters=30", "--lr=3e-3")
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    val = [m["val_loss"] for m in metrics if "val_loss" in m]
+    assert val[-1] < val[0]
+    saved = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert saved["per_family"]["echo"]["total"] == 1 and saved["heldout_loss"] == report["heldout_loss"]
+    assert saved["examples"] and {"instruction", "expected", "answer", "correct"} <= set(saved["examples"][0])
+    assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["kind"] == "instruct"
+
+
+def test_scratch_init_uses_the_default_pretraining_architecture(tmp_path):
+    cfg = finetune.finetune_config(["--task=instruct", "--init=scratch"])
+    model, tokenizer = finetune.initial_model(cfg, ["hello"])
+    assert (model.config.n_layer, model.config.n_embd) == (finetune.TrainConfig().n_layer, finetune.TrainConfig().n_embd)
+    assert cfg.out_dir == "out/scratch_instruct"
+
+
+def test_bad_starting_points_and_settings_are_refused(tmp_path, pretrained, tokenizer, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no out/kjv/ckpt.pt here
+    with pytest.raises(ConfigError, match="run python train.py first"):
+        finetune.main(["--task=instruct", "--device=cpu"])
+    classifier_path = str(tmp_path / "cls.pt")
+    save_checkpoint(classifier_path, GPTClassifier(tiny_gpt(tokenizer), 2), tokenizer, kind="classifier", labels=["a", "b"])
+    with pytest.raises(ConfigError, match="is a classifier"):
+        finetune.main(["--task=instruct", f"--init={classifier_path}", "--device=cpu"])
+    with pytest.raises(ConfigError, match="task must be one of classify, instruct"):
+        finetune.main([f"--init={pretrained}"])
+    with pytest.raises(ConfigError, match="--freeze applies to --task=classify only"):
+        finetune.main(["--task=instruct", "--freeze=head"])
+    with pytest.raises(ConfigError, match="did you mean 'unfreeze_layers'"):
+        finetune.main(["--task=classify", "--unfreeze_layer=2"])
+
+
+def test_task_defaults_sit_between_dataclass_defaults_and_flags():
+    assert finetune.finetune_config(["--task=classify"]).max_iters == finetune.TASK_DEFAULTS["classify"]["max_iters"]
+    assert finetune.finetune_config(["--task=classify", "--max_iters=7"]).max_iters == 7
+    assert finetune.finetune_config(["--task=instruct"]).max_iters == finetune.FinetuneConfig.max_iters
