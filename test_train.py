@@ -121,6 +121,15 @@ def test_bad_config_file_and_bad_values_are_clear_errors(tmp_path):
         parse_config(TrainConfig, ["--dtype=fp16"])
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "config").glob("*.toml")), ids=lambda p: p.name)
+def test_shipped_config_files_parse(path):
+    assert parse_config(TrainConfig, ["--config", str(path)]).data in ("kjv", "shakespeare")
+
+
+def test_cpu_config_file_is_exactly_the_default_run():
+    assert parse_config(TrainConfig, ["--config", str(ROOT / "config" / "cpu.toml")]) == parse_config(TrainConfig, [])
+
+
 def test_cli_turns_errors_into_one_line_without_traceback(monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["train.py", "--n_layres=2"])
     with pytest.raises(SystemExit) as exit:

@@ -159,21 +159,19 @@ def _value_type(annotation):
 
 
 def _typed(value, annotation, key, source, from_text):
-    kind = _value_type(annotation)
-    optional = type(None) in typing.get_args(annotation)
-    if value is None and optional:
+    """value as the field's type, or a ConfigError naming the key and where the value came from."""
+    kind, optional = _value_type(annotation), type(None) in typing.get_args(annotation)
+    if optional and (value is None or (from_text and str(value).lower() == "none")):
         return None
-    if from_text and kind is not str and kind is not bool:
-        if optional and value.lower() == "none":
-            return None
+    if from_text and kind in (int, float):
         try:
             return kind(value)
         except ValueError:
             pass
-    elif isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
-    elif kind is float and isinstance(value, int) and not isinstance(value, bool):
+    elif kind is float and type(value) is int:  # TOML and JSON may write 1 for 1.0
         return float(value)
+    elif type(value) is kind:  # exactly: True is not an int here
+        return value
     flag = f"--{key}" if from_text else key
     raise ConfigError(f"{source}: {flag} must be {'an' if kind is int else 'a'} {kind.__name__}, got {value!r}")
 
@@ -524,15 +522,20 @@ def main(argv=None):
             dist.destroy_process_group()
 
 
-def train(cfg, ckpt, rank, world_size, device, stop):
-    out = Path(cfg.out_dir)
-    if rank == 0:  # one process prepares the token files; the others wait, then read them
-        data = prepare(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.block_size, cache_root=cfg.data_dir)
+def prepared_data(cfg, rank, world_size):
+    """The token files for cfg.data: the first process prepares them while the others wait, then reads."""
+    def load():
+        return prepare(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.block_size, cache_root=cfg.data_dir)
+
+    data = load() if rank == 0 else None
     if world_size > 1:
         dist.barrier()
-    if rank > 0:
-        data = prepare(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.block_size, cache_root=cfg.data_dir)
+    return data or load()
 
+
+def train(cfg, ckpt, rank, world_size, device, stop):
+    out = Path(cfg.out_dir)
+    data = prepared_data(cfg, rank, world_size)
     torch.manual_seed(cfg.seed + rank)  # DDP copies rank 0's initial weights to every process
     model_config = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
                              n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
@@ -610,11 +613,12 @@ def train(cfg, ckpt, rank, world_size, device, stop):
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = train_step(model, optimizer, scaler, data.train, cfg, precision, step, rank, device)
-        status_tensor = torch.tensor([loss, float(stop.is_set())], dtype=torch.float64, device=device)
+        out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
+        status_tensor = torch.tensor([loss, stop.is_set(), out_of_time], dtype=torch.float64, device=device)
         if world_size > 1:  # average the loss and agree on stopping, so every process leaves the loop together
             dist.all_reduce(status_tensor)
             status_tensor[0] /= world_size
-        loss, stop_now = status_tensor[0].item(), status_tensor[1].item() > 0
+        loss, stop_now, out_of_time = status_tensor[0].item(), status_tensor[1].item() > 0, status_tensor[2].item() > 0
         bar.update(1)
         if not math.isfinite(loss):
             log(f"step {step}: the loss is {loss}; stopping without saving, so {out}/ckpt.pt and last.pt keep the "
@@ -629,7 +633,6 @@ def train(cfg, ckpt, rank, world_size, device, stop):
             if rank == 0:
                 append_metrics(metrics_path, step=step, train_loss=loss, lr=lr, tokens_per_s=round(tokens_per_s),
                                elapsed_s=round(now - started, 2))
-        out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
         if stop_now or out_of_time:
             step += 1
             evaluate_and_save(step)

@@ -217,7 +217,7 @@ def _tokenize_and_write(text, tokenizer, bpe_vocab_size, directory):
 
 def _write_atomic(path, payload):
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")  # two processes preparing at once never share one
     tmp.write_bytes(payload)
     os.replace(tmp, path)
 
