@@ -109,9 +109,9 @@ class TrainConfig:
             self.out_dir = f"out/{name}" + ("_bpe" if self.tokenizer == "bpe" else "")
 
 
-def parse_config(config_cls, argv=None, base=None):
-    """Build a config_cls dataclass from defaults < base (a dict, e.g. a resumed run's settings) <
-    --config FILE (TOML or JSON) < command-line flags.
+def parse_config(config_cls, argv=None, base=None, base_source="base settings"):
+    """Build a config_cls dataclass from defaults < base (a dict, e.g. a resumed run's settings, named
+    base_source in errors) < --config FILE (TOML or JSON) < command-line flags.
 
     Every field becomes a flag: `--n_layer=6` or `--lr 3e-4`; booleans as --compile / --no-compile.
     Unknown keys and wrong types raise ConfigError naming the key, its source and the closest valid key.
@@ -139,7 +139,7 @@ def parse_config(config_cls, argv=None, base=None):
     flags = vars(args)
     config_file = flags.pop("config", None)
     values = {}
-    sources = [("resumed settings", base or {}), (config_file, _read_config_file(config_file) if config_file else {}),
+    sources = [(base_source, base or {}), (config_file, _read_config_file(config_file) if config_file else {}),
                ("command line", flags)]
     for source, settings in sources:
         for key, value in settings.items():
@@ -396,8 +396,15 @@ def append_metrics(path, **record):
 
 
 def read_metrics(path):
+    """The records of a metrics.jsonl. A line cut short by a killed process is skipped."""
     path = Path(path)
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    records = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
 
 
 def plot_losses(metrics_path, png_path):
@@ -493,10 +500,11 @@ FIXED_ON_RESUME = ("data", "tokenizer", "bpe_vocab_size", "n_layer", "n_head", "
 
 def resume_config(cfg, argv):
     """The settings of the run in cfg.out_dir/last.pt, overridden by anything given now."""
-    ckpt = load_checkpoint(Path(cfg.out_dir) / "last.pt") if (Path(cfg.out_dir) / "last.pt").exists() else None
-    if ckpt is None:
-        raise ConfigError(f"--resume: {cfg.out_dir}/last.pt does not exist; start the run without --resume")
-    resumed = parse_config(TrainConfig, argv, base=ckpt["train_config"])
+    path = Path(cfg.out_dir) / "last.pt"
+    if not path.exists():
+        raise ConfigError(f"--resume: {path} does not exist; start the run without --resume")
+    ckpt = load_checkpoint(path)
+    resumed = parse_config(TrainConfig, argv, base=ckpt["train_config"], base_source=str(path))
     changed = [f"{k} ({ckpt['train_config'][k]!r} -> {getattr(resumed, k)!r})" for k in FIXED_ON_RESUME
                if getattr(resumed, k) != ckpt["train_config"][k]]
     if changed:
@@ -702,7 +710,8 @@ def cli():
     try:
         summary = main()
     except (ConfigError, DataError, CheckpointError) as e:
-        sys.exit(f"error: {e}")
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
     sys.exit({"done": 0, "out of time": 0, "interrupted": 130, "nonfinite": 1}[summary["status"]])
 
 
