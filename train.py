@@ -68,19 +68,19 @@ class TrainConfig:
     dropout: float = 0.0
     bias: bool = True
     # optimization
-    batch_size: int = 32  # sequences per micro-batch, per process
+    batch_size: int = 16  # sequences per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step, per process; global batch = batch_size * grad_accum * processes
-    max_iters: int = 2000
-    lr: float = 2e-3
-    min_lr: float = 2e-4
-    warmup_iters: int = 100
+    max_iters: int = 2400
+    lr: float = 3e-3
+    min_lr: float = 3e-4
+    warmup_iters: int = 200
     lr_decay_iters: int = 0  # where the cosine reaches min_lr; 0 means max_iters
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 turns clipping off
     # evaluation and logging
-    eval_interval: int = 250
+    eval_interval: int = 300
     eval_iters: int = 20  # batches in the fixed validation sample
     log_interval: int = 10
     sample_tokens: int = 200  # length of the text sample printed at each evaluation
