@@ -190,10 +190,13 @@ def measure_training(case, cfg, device):
     start = time.perf_counter()
     one_step()  # warm-up: allocation, kernel choice, and compilation when compiling
     synchronize(device)
+    first = time.perf_counter() - start
     if precision.compile:
-        result["compile_s"] = time.perf_counter() - start
-        one_step()  # the backward graph's first run
-    seconds = seconds_per_call(one_step, cfg.seconds, device)
+        result["compile_s"] = first
+    if first > cfg.seconds and not precision.compile:  # so slow a step is timed once: its one-off costs are small beside it
+        seconds = first
+    else:
+        seconds = seconds_per_call(one_step, cfg.seconds, device)
     tokens_per_step = batch_size * c.block_size
     result.update(ms_per_iter=1000 * seconds, tokens_per_iter=tokens_per_step, tokens_per_s=tokens_per_step / seconds,
                   gflops=flops_per_token(model) * tokens_per_step / seconds / 1e9, params=model.num_params())
@@ -257,14 +260,16 @@ def run_here(name, cfg):
         return {"name": name, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
 
 
-def summarize(name, rounds, peaks):
+TIMINGS = ("gflops", "ms_per_iter", "tokens_per_s", "ms_per_token", "decide_s")  # vary by round: take medians
+
+
+def summarize(rounds, peaks):
     """One case's rounds -> its medians (and MFU against the measured peak of its dtype)."""
     ok = [r for r in rounds if "error" not in r]
     if not ok:
         return {"error": rounds[-1]["error"]}
-    keys = [k for k, v in ok[0].items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    summary = {k: v for k, v in ok[0].items() if k not in keys and k != "name"}
-    summary.update({k: statistics.median(r[k] for r in ok) for k in keys})
+    summary = {k: v for k, v in ok[0].items() if k != "name"}  # what every round shares: shape, dtype...
+    summary.update({k: statistics.median(r[k] for r in ok) for k in TIMINGS if k in ok[0]})
     summary["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
     summary["rounds"] = len(ok)
     if "compile_s" in ok[0]:  # the first round compiles from scratch, later ones find the compiled code cached
@@ -364,7 +369,7 @@ def run_bench(cfg):
     report["load_average_after"] = load_average()
     peaks = {r[0]["dtype"]: statistics.median(x["gflops"] for x in r if "error" not in x)
              for name, r in results.items() if name.startswith("peak-") and any("error" not in x for x in r)}
-    summaries = {name: summarize(name, rounds, peaks) for name, rounds in results.items()}
+    summaries = {name: summarize(rounds, peaks) for name, rounds in results.items()}
     ratios = speedups(results)
     report.update(peak_gflops=peaks, cases=summaries, speedups=ratios, targets=targets(summaries, ratios))
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)

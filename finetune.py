@@ -15,6 +15,7 @@ for --resume), metrics.jsonl, loss.png, and report.json with the scores also pri
 
 Configuration, precision, optimizer, schedule, logging and resume state come from train.py.
 """
+import itertools
 import json
 import math
 import sys
@@ -33,9 +34,9 @@ from data.prepare import kjv_verses
 from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze,
                  instruction_ids, load_checkpoint, model_from_checkpoint, pick_device, save_checkpoint,
                  tokenizer_from_dict)
-from train import (ConfigError, DataError, TrainConfig, append_metrics, autocast, build_optimizer,
-                   cpu_bf16_speedup, evaluate, log, lr_at, parse_config, plot_losses, precision_policy,
-                   read_metrics, rng_state, set_rng_state, stop_requests)
+from train import (ConfigError, DataError, TrainConfig, append_metrics, autocast, build_optimizer, choose_precision,
+                   evaluate, log, lr_at, parse_config, plot_losses, read_metrics, rng_state, set_rng_state,
+                   stop_requests)
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: train.py's dataclass-driven parsing, with defaults that depend on the task
@@ -126,16 +127,6 @@ def initial_model(cfg, texts):
     if ckpt["kind"] == "classifier":
         raise ConfigError(f"--init={cfg.init} is a classifier; start from a pretrained (or instruct) checkpoint")
     return model_from_checkpoint(ckpt), tokenizer_from_dict(ckpt["tokenizer"])
-
-
-def choose_precision(cfg, gpt, device):
-    """train.py's precision policy; on a CPU with --dtype=auto, measure whether bfloat16 pays off."""
-    speedup = None
-    if device.type == "cpu" and cfg.dtype == "auto":
-        speedup = cpu_bf16_speedup(gpt, cfg.batch_size, gpt.config.block_size)
-    bf16_supported = device.type != "cuda" or torch.cuda.is_bf16_supported()
-    return precision_policy(device.type, cfg.dtype, cfg.compile, bf16_supported,
-                            cpu_bf16_faster=speedup is not None and speedup > 1.0)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -256,10 +247,23 @@ def instruct_data(train, heldout, source, tokenizer, block_size):
 # Batches
 
 
-def batch_indices(n, batch_size, seed, step):
-    """Which training examples make up this step's batch: a function of (seed, step) only, so a
-    resumed run sees exactly the batches the uninterrupted run would have."""
-    return np.random.default_rng([seed, step]).choice(n, size=min(batch_size, n), replace=False)
+def training_batches(lengths, batch_size, seed, start_step=0):
+    """Yield one batch (a list of example indices) per step, from start_step on, forever.
+
+    Each epoch shuffles the examples, then sorts them by length within pools of 16 batches and cuts
+    the pools into batches: a batch holds examples of similar length, so padding to its longest costs
+    little (several times less compute than random batches here), while batches still mix the
+    tasks. Epoch e depends only on (seed, e), so a resumed run gets exactly the same batches."""
+    step = 0
+    for epoch in itertools.count():
+        order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
+        pools = [sorted(order[i:i + 16 * batch_size], key=lambda j: lengths[j])
+                 for i in range(0, len(order), 16 * batch_size)]
+        batches = [pool[i:i + batch_size] for pool in pools for i in range(0, len(pool), batch_size)]
+        for b in np.random.default_rng([seed, epoch, 1]).permutation(len(batches)):
+            if step >= start_step:
+                yield batches[b]
+            step += 1
 
 
 def eval_batches(examples, collate, batch_size, device):
@@ -329,6 +333,7 @@ def run_training(cfg, model, tokenizer, train_set, val_batches, collate, device,
         plot_losses(metrics_path, out / "loss.png")
         log(f"step {step}: {'held-out' if cfg.task == 'instruct' else 'val'} loss {val_loss:.4f}")
 
+    batches = training_batches([len(ids) for ids, _ in train_set], cfg.batch_size, cfg.seed, start_step)
     status, started, step = "done", time.time(), start_step
     bar = tqdm(total=cfg.max_iters, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
     for step in range(start_step, cfg.max_iters + 1):
@@ -339,7 +344,7 @@ def run_training(cfg, model, tokenizer, train_set, val_batches, collate, device,
         lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        x, y = collate([train_set[i] for i in batch_indices(len(train_set), cfg.batch_size, cfg.seed, step)], device)
+        x, y = collate([train_set[i] for i in next(batches)], device)
         loss = train_step(model, optimizer, scaler, x, y, precision, cfg.grad_clip, device)
         bar.update(1)
         if not math.isfinite(loss):
@@ -492,15 +497,17 @@ def classify(cfg, device, resume_ckpt, stop):
     else:
         classifier = GPTClassifier(gpt, len(data.labels))
     freeze(classifier, cfg.freeze, cfg.unfreeze_layers)
-    precision = choose_precision(cfg, classifier.gpt, device)
+    precision = choose_precision(device, cfg.dtype, cfg.compile, classifier.gpt, classifier.gpt.config.block_size)
     val_batches = eval_batches(data.val or data.train, collate_classify, cfg.batch_size, device)
     status, steps = run_training(cfg, classifier, tokenizer, data.train, val_batches, collate_classify, device,
                                  precision, {"kind": "classifier", "labels": data.labels}, resume_ckpt, stop)
+    if status != "done":
+        return status, steps, None
     best = model_from_checkpoint(load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")).to(device)
     report = classification_report(data.labels, [label for _, label in data.test],
                                    predict_labels(best, data.test, device), data.train_label_counts)
     report.update(truncated_texts=data.truncated, data=source, init=cfg.init, freeze=cfg.freeze)
-    return status, steps, report, format_classification(report)
+    return status, steps, report
 
 
 def instruct(cfg, device, resume_ckpt, stop):
@@ -512,15 +519,17 @@ def instruct(cfg, device, resume_ckpt, stop):
     data = instruct_data(train, heldout, source, tokenizer, model.config.block_size)
     log(f"{source}: {len(data.train)} training and {len(data.heldout)} held-out examples"
         + (f"; {data.skipped} longer than block_size {model.config.block_size} left out" if data.skipped else ""))
-    precision = choose_precision(cfg, model, device)
+    precision = choose_precision(device, cfg.dtype, cfg.compile, model, model.config.block_size)
     val_batches = eval_batches(data.heldout, collate_instruct, cfg.batch_size, device)
     status, steps = run_training(cfg, model, tokenizer, data.train, val_batches, collate_instruct, device, precision,
                                  {"kind": "instruct"}, resume_ckpt, stop)
+    if status != "done":
+        return status, steps, None
     heldout_loss = evaluate(model, val_batches, precision, device)
     report = instruct_report(model, tokenizer, data.heldout_examples, heldout_loss, data.max_answer_tokens,
                              cfg.n_examples, device)
     report.update(skipped_examples=data.skipped, data=source, init=cfg.init)
-    return status, steps, report, format_instruct(report)
+    return status, steps, report
 
 
 def main(argv=None):
@@ -537,11 +546,15 @@ def main(argv=None):
     torch.manual_seed(cfg.seed)
     started = time.time()
     with stop_requests() as stop:
-        status, steps, report, text = (classify if cfg.task == "classify" else instruct)(cfg, device, resume_ckpt, stop)
-    report.update(task=cfg.task, status=status, steps=steps, minutes=round((time.time() - started) / 60, 2),
-                  checkpoint=str(Path(cfg.out_dir) / "ckpt.pt"))
+        status, steps, report = (classify if cfg.task == "classify" else instruct)(cfg, device, resume_ckpt, stop)
+    summary = {"task": cfg.task, "status": status, "steps": steps, "minutes": round((time.time() - started) / 60, 2),
+               "checkpoint": str(Path(cfg.out_dir) / "ckpt.pt")}
+    if report is None:  # stopped early: no scores for a half-trained model
+        return summary
+    report.update(summary)
     (Path(cfg.out_dir) / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    log(f"{text}\n{status}: {steps} steps in {report['minutes']:.1f} min; checkpoint {report['checkpoint']}, "
+    scores = format_classification(report) if cfg.task == "classify" else format_instruct(report)
+    log(f"{scores}\n{status}: {steps} steps in {report['minutes']:.1f} min; checkpoint {report['checkpoint']}, "
         f"report {cfg.out_dir}/report.json")
     return report
 

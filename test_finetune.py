@@ -1,4 +1,5 @@
 """Tests for finetune.py and its data (data/classify.py, data/instruct.py). Tiny models, CPU, offline."""
+import contextlib
 import json
 import re
 
@@ -91,6 +92,17 @@ def test_classify_collate_right_pads_and_the_classifier_ignores_padding(tokenize
     alone, _ = classifier(torch.tensor([pairs[0][0]]))
     batched, _ = classifier(x)
     assert torch.allclose(alone[0], batched[0], atol=1e-6)
+
+
+def test_training_batches_cover_every_example_group_lengths_and_resume_exactly():
+    lengths = torch.randint(5, 100, (200,), generator=torch.Generator().manual_seed(0)).tolist()
+    batches = finetune.training_batches(lengths, batch_size=8, seed=3)
+    epoch = [next(batches) for _ in range(25)]  # 200 examples: 16 batches from a pool of 128, 9 from the rest
+    assert sorted(i for batch in epoch for i in batch) == list(range(200))
+    padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in epoch)
+    assert padded < 1.2 * sum(lengths)  # random batches of 8 would pad to about 1.7 times the tokens
+    resumed = finetune.training_batches(lengths, batch_size=8, seed=3, start_step=20)
+    assert [next(resumed) for _ in range(10)] == epoch[20:] + [next(batches) for _ in range(5)]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -283,6 +295,36 @@ def test_tiny_instruct_run_lowers_the_loss_and_writes_an_instruct_checkpoint_and
     assert saved["per_family"]["echo"]["total"] == 1 and saved["heldout_loss"] == report["heldout_loss"]
     assert saved["examples"] and {"instruction", "expected", "answer", "correct"} <= set(saved["examples"][0])
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["kind"] == "instruct"
+
+
+class StopAtCall:
+    """Stands in for Ctrl-C: reports a stop request on the n-th time the loop asks."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def is_set(self):
+        self.n -= 1
+        return self.n <= 0
+
+
+def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, pretrained, monkeypatch):
+    records = [{"instruction": f"Echo {w}.", "output": w} for w in ["cat", "dog", "sun", "sea", "sky", "hat", "pen"]]
+    data = write(tmp_path, "set.json", json.dumps(records))
+    flags = ["--task=instruct", f"--data={data}", "--max_iters=12", "--log_interval=1", "--lr=3e-3"]
+    straight = tmp_path / "straight"
+    run(pretrained, straight, *flags)
+    monkeypatch.setattr(finetune, "stop_requests", lambda: contextlib.nullcontext(StopAtCall(5)))
+    assert run(pretrained, tmp_path, *flags)["status"] == "interrupted"
+    assert not (tmp_path / "run" / "report.json").exists()
+    monkeypatch.undo()
+    assert run(pretrained, tmp_path, *flags, "--resume")["status"] == "done"
+
+    def train_losses(run_dir):
+        return [(m["step"], m["train_loss"]) for m in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines())
+                if "train_loss" in m]
+    assert train_losses(tmp_path / "run") == train_losses(straight / "run")
+    assert len(train_losses(straight / "run")) == 12
 
 
 def test_scratch_init_uses_the_default_pretraining_architecture(tmp_path):

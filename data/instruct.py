@@ -16,6 +16,10 @@ for per-family scores. `python -m data.instruct` writes both splits to data/inst
 import json
 import os
 import random
+import re
+from collections import Counter
+
+from data.prepare import kjv_text
 
 SEED = 1337
 FAQ_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faq.jsonl")
@@ -23,37 +27,6 @@ FAQ_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faq.jsonl")
 # Families whose answer is a change of case: there, exact match must not ignore case.
 CASE_SENSITIVE_FAMILIES = ("upper", "lower")
 
-WORDS = """
-able acid actor add after again age air alarm album alive allow almost alone along amount angel
-anger animal answer apple april arch arm army arrow art autumn baby back bad bag baker ball band
-bank barn base basket bath beach bean bear beauty bed bee beef before begin bell belt bench berry
-big bird birth bite black blade blank blood blue board boat body bone book boot border bottle
-bottom box boy brain branch brass bread break brick bridge bright broken brother brown brush
-bucket build burn butter button cabin cable cake call calm camera camp candle card care carpet
-carry castle cat cause chain chair chalk change cheese cherry chest chicken child church circle
-city class clean clear clock cloth cloud coal coat coffee cold color comb common copper corner
-cotton cough country cousin cover cow crack cream crowd crown cup curtain cushion dance danger
-dark daughter day dead dear desert desk dinner dirty doctor dog door double down drawer dream
-dress drink driver drop dry dust eagle early earth east egg eight elbow empty end engine enough
-evening event eye face fact family farm father feather fence field finger fire fish flag flame
-floor flower fly fog food foot forest fork frame free friend fruit full funny game garden gate
-ghost gift girl glass glove goat gold good grape grass green guide hair hammer hand happy harbor
-hat head heart heavy hill history hole honey hook hope horse hospital hour house hunger ice idea
-inch iron island jacket jelly jewel journey judge juice jump kettle key kind king kitchen knee
-knife ladder lake lamp land large laugh lawyer leaf leather lemon letter level library light
-lion lip liquid list little lock long lunch machine magic map market match meal metal middle
-milk mind minute mirror money monkey month moon morning mother motion mountain mouse mouth music
-nail name narrow nation needle nest net news night noise north nose number ocean office oil
-onion orange oven owner page paint paper parcel party pencil people pepper piano picture pillow
-pilot pin pipe planet plant plate pocket poem potato powder prince prison pump puzzle queen
-question quiet rabbit rain river road rock roof room root rope rose round salt sand school
-science scissors sea season seed shadow sheep shelf ship shirt shoe silver sister sky sleep
-smile snake snow soap sock soldier song sound soup south space spoon spring square stage star
-station stone storm story street string sugar summer sun supper table tail teacher thread throat
-thumb thunder ticket tiger time toe tongue tooth tower town toy train tree truck umbrella uncle
-valley village voice wall water weather week wheel whistle window wind wing winter woman wood
-wool world yard year yellow zebra
-""".split()
 
 CAPITALS = {
     "France": "Paris", "Germany": "Berlin", "Italy": "Rome", "Spain": "Madrid", "Portugal": "Lisbon",
@@ -103,47 +76,69 @@ OPPOSITES = dict(OPPOSITE_PAIRS) | {b: a for a, b in OPPOSITE_PAIRS}
 # Phrasings: the text before a newline is the instruction, the text after it the input, exactly as
 # gpt.instruction_ids lays out the prompt. Each family: (training phrasings, held-out phrasings).
 PHRASINGS = {
-    "reverse": (["Reverse the word {w}.", "Reverse this word.\n{w}", "Write {w} backwards.",
-                 "Spell {w} backwards.", "What is {w} reversed?", "Write this word backwards.\n{w}"],
+    "reverse": (["Reverse the word {w}.", "Reverse this word.\n{w}", "Write {w} backwards.", "Spell {w} backwards.",
+                 "What is {w} reversed?", "Write this word backwards.\n{w}", "reverse {w}", "Reverse {w}, please.",
+                 "Can you write {w} backwards?", "Reverse it.\n{w}", "What is this word backwards?\n{w}",
+                 "Give me {w} reversed."],
                 ["Write the letters of {w} in reverse order.", "Reverse the letters of this word.\n{w}"]),
     "upper": (["Write {w} in upper case.", "Convert this word to upper case.\n{w}", "Make {w} uppercase.",
-               "Write {w} in capital letters.", "Uppercase this word.\n{w}", "Capitalize every letter of {w}."],
+               "Write {w} in capital letters.", "Uppercase this word.\n{w}", "Capitalize every letter of {w}.",
+               "uppercase {w}", "Put {w} in capitals.", "Can you write {w} in upper case?", "Make it uppercase.\n{w}",
+               "Write this in capital letters.\n{w}", "Upper-case {w}, please."],
               ["Turn {w} into all capital letters.", "Rewrite this word in uppercase.\n{w}"]),
     "lower": (["Write {W} in lower case.", "Convert this word to lower case.\n{W}", "Make {W} lowercase.",
-               "Write {W} in small letters.", "Lowercase this word.\n{W}", "Remove the capitals from {W}."],
+               "Write {W} in small letters.", "Lowercase this word.\n{W}", "Remove the capitals from {W}.",
+               "lowercase {W}", "Put {W} in small letters.", "Can you write {W} in lower case?",
+               "Make it lowercase.\n{W}", "Write this in small letters.\n{W}", "Lower-case {W}, please."],
               ["Turn {W} into all small letters.", "Rewrite this word in lowercase.\n{W}"]),
-    "count": (["How many letters are in {w}?", "Count the letters in this word.\n{w}",
-               "How many letters does {w} have?", "Count the letters of {w}.",
-               "What is the number of letters in {w}?", "How long is this word in letters?\n{w}"],
+    "count": (["How many letters are in {w}?", "Count the letters in this word.\n{w}", "How many letters does {w} have?",
+               "Count the letters of {w}.", "What is the number of letters in {w}?",
+               "How long is this word in letters?\n{w}", "count the letters in {w}", "How many letters in {w}?",
+               "Letters in {w}?", "How many letters?\n{w}", "What is the length of {w}?",
+               "How long is the word {w}?"],
               ["Tell me how many letters {w} has.", "Count how many letters this word has.\n{w}"]),
-    "spell": (["Spell {w}.", "Spell out this word letter by letter.\n{w}", "Spell the word {w}.",
-               "How do you spell {w}?", "Spell {w} letter by letter.", "Spell this word.\n{w}"],
+    "spell": (["Spell {w}.", "Spell out this word letter by letter.\n{w}", "Spell the word {w}.", "How do you spell {w}?",
+               "Spell {w} letter by letter.", "Spell this word.\n{w}", "spell {w}", "Spell {w}, please.",
+               "Can you spell {w}?", "Spell it.\n{w}", "Spell out {w}.", "How is this word spelled?\n{w}"],
               ["Spell out {w} one letter at a time.", "Please spell this word out.\n{w}"]),
     "add": (["What is {a} plus {b}?", "Add {a} and {b}.", "{a} + {b} =", "What is the sum of {a} and {b}?",
-             "Add these numbers.\n{a} + {b}", "Calculate {a} + {b}."],
+             "Add these numbers.\n{a} + {b}", "Calculate {a} + {b}.", "what is {a} + {b}", "Add {b} to {a}.",
+             "What do {a} and {b} add up to?", "Add.\n{a} + {b}", "What is the sum?\n{a} + {b}", "{a} plus {b}?"],
             ["How much is {a} plus {b}?", "Find the sum of these two numbers.\n{a} + {b}"]),
-    "subtract": (["What is {a} minus {b}?", "Subtract {b} from {a}.", "{a} - {b} =",
-                  "What is {a} take away {b}?", "Subtract these numbers.\n{a} - {b}", "Calculate {a} - {b}."],
+    "subtract": (["What is {a} minus {b}?", "Subtract {b} from {a}.", "{a} - {b} =", "What is {a} take away {b}?",
+                  "Subtract these numbers.\n{a} - {b}", "Calculate {a} - {b}.", "what is {a} - {b}",
+                  "Take {b} from {a}.", "What is the difference between {a} and {b}?", "Subtract.\n{a} - {b}",
+                  "What is the difference?\n{a} - {b}", "{a} minus {b}?"],
                  ["How much is {a} minus {b}?", "Find the difference of these numbers.\n{a} - {b}"]),
-    "larger": (["Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?",
-                "What is the larger of {a} and {b}?", "Pick the larger number.\n{a} or {b}",
-                "Which is greater, {a} or {b}?", "Which of these numbers is larger?\n{a} or {b}"],
+    "larger": (["Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?", "What is the larger of {a} and {b}?",
+                "Pick the larger number.\n{a} or {b}", "Which is greater, {a} or {b}?",
+                "Which of these numbers is larger?\n{a} or {b}", "larger of {a} and {b}", "Is {a} or {b} bigger?",
+                "Which is more, {a} or {b}?", "Which is bigger?\n{a} or {b}", "Name the greater number.\n{a} or {b}",
+                "Which number is larger, {a} or {b}?"],
                ["Which is the bigger number, {a} or {b}?", "Tell me the larger number.\n{a} or {b}"]),
     "capital": (["What is the capital of {x}?", "Name the capital of {x}.", "Which city is the capital of {x}?",
                  "Tell me the capital city of {x}.", "What city is the capital of {x}?",
-                 "What is the capital city of this country?\n{x}"],
+                 "What is the capital city of this country?\n{x}", "capital of {x}", "Do you know the capital of {x}?",
+                 "Capital of {x}?", "Name this country's capital.\n{x}", "What is the capital?\n{x}",
+                 "Where is the capital of {x}?"],
                 ["What is {x}'s capital city?", "Which city is this country's capital?\n{x}"]),
-    "animal": (["What family do {x} belong to?", "What kind of animals are {x}?",
-                "Which animal family are {x} in?", "Tell me the family of {x}.",
-                "Which family of animals do {x} belong to?", "What animal family is this?\n{x}"],
+    "animal": (["What family do {x} belong to?", "What kind of animals are {x}?", "Which animal family are {x} in?",
+                "Tell me the family of {x}.", "Which family of animals do {x} belong to?",
+                "What animal family is this?\n{x}", "family of {x}", "What are {x}?", "What family are {x}?",
+                "What family is this animal in?\n{x}", "Name the family.\n{x}",
+                "What animal family do {x} belong to?"],
                ["Name the animal family of {x}.", "To which family do these animals belong?\n{x}"]),
-    "symbol": (["What is the chemical symbol for {x}?", "Give the chemical symbol of {x}.",
-                "What is the symbol of {x}?", "Write the chemical symbol for {x}.",
-                "Which symbol stands for {x}?", "What is the chemical symbol of this element?\n{x}"],
+    "symbol": (["What is the chemical symbol for {x}?", "Give the chemical symbol of {x}.", "What is the symbol of {x}?",
+                "Write the chemical symbol for {x}.", "Which symbol stands for {x}?",
+                "What is the chemical symbol of this element?\n{x}", "symbol for {x}", "What is {x}'s symbol?",
+                "Chemical symbol of {x}?", "Give this element's symbol.\n{x}", "What is the symbol?\n{x}",
+                "How is {x} written in chemistry?"],
                ["Tell me the element symbol for {x}.", "Give the symbol of this chemical element.\n{x}"]),
     "opposite": (["What is the opposite of {x}?", "Give the opposite of {x}.", "Name the opposite of {x}.",
                   "What is the antonym of {x}?", "Tell me the opposite of {x}.",
-                  "What is the opposite of this word?\n{x}"],
+                  "What is the opposite of this word?\n{x}", "opposite of {x}", "What's the opposite of {x}?",
+                  "Opposite of {x}?", "Antonym of this word?\n{x}", "What is the opposite?\n{x}",
+                  "What word means the opposite of {x}?"],
                  ["Which word is the opposite of {x}?", "Give me the antonym of this word.\n{x}"]),
 }
 
@@ -216,33 +211,53 @@ def skill_examples(family, phrasings, words, n, rng, avoid=frozenset()):
     return list(examples.values()), used
 
 
+def kjv_words():
+    """Common words of the King James Bible: 3 to 9 letters, seen in lower case at least 3 times (so
+    no rare names), sorted. Thousands of inputs for the skills, so the model must learn each skill
+    rather than remember the answer for each word."""
+    counts = Counter(re.findall(r"\b[a-z]{3,9}\b", kjv_text()))
+    return sorted(word for word, n in counts.items() if n >= 3)
+
+
+def repeated(examples, n):
+    """The examples, repeated whole as often as it takes to get closest to n."""
+    return examples * max(1, round(n / len(examples)))
+
+
 def load_faq(path=FAQ_PATH):
     with open(path, encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def generate(seed=SEED, n_skill_train=500, n_heldout=40):
-    """(train, heldout) lists of examples. Same seed, same lists, on any machine."""
+def generate(seed=SEED, n_per_family=1000, n_heldout=40):
+    """(train, heldout) lists of examples. Same seed, same lists, on any machine.
+
+    Skills get n_per_family distinct training examples. Fact tables and the FAQ have fewer distinct
+    questions, so their examples are repeated to about n_per_family: every family is trained on
+    about equally often, and the facts are seen often enough to be remembered."""
     rng = random.Random(seed)
-    words = sorted(set(WORDS))
+    words = kjv_words()
     rng.shuffle(words)
     heldout_words, train_words = words[: len(words) // 5], words[len(words) // 5:]
     train, heldout = [], []
     for family, (train_phrasings, heldout_phrasings) in PHRASINGS.items():
         if family in FACT_TABLES:
             rows = list(FACT_TABLES[family])
-            train += [example(p, fact_answer(family, x), family, x=x) for x in rows for p in train_phrasings]
+            train += repeated([example(p, fact_answer(family, x), family, x=x) for x in rows for p in train_phrasings],
+                              n_per_family)
             held = [example(p, fact_answer(family, x), family, x=x) for x in rows for p in heldout_phrasings]
             heldout += rng.sample(held, min(n_heldout, len(held)))
         else:
             held, held_inputs = skill_examples(family, heldout_phrasings, heldout_words, n_heldout, rng)
             heldout += held
-            train += skill_examples(family, train_phrasings, train_words, n_skill_train, rng, held_inputs)[0]
+            train += skill_examples(family, train_phrasings, train_words, n_per_family, rng, held_inputs)[0]
     # FAQ: the question and all paraphrases but the last train; the last paraphrase is held out.
+    faq_train = []
     for entry in load_faq():
         questions = [entry["question"], *entry["paraphrases"]]
-        train += [{"instruction": q, "input": "", "output": entry["answer"], "family": "faq"} for q in questions[:-1]]
+        faq_train += [{"instruction": q, "input": "", "output": entry["answer"], "family": "faq"} for q in questions[:-1]]
         heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
+    train += repeated(faq_train, n_per_family)
     rng.shuffle(train)
     return train, heldout
 
