@@ -271,6 +271,8 @@ def summarize(rounds, peaks):
     summary = {k: v for k, v in ok[0].items() if k != "name"}  # what every round shares: shape, dtype...
     summary.update({k: statistics.median(r[k] for r in ok) for k in TIMINGS if k in ok[0]})
     summary["peak_rss_mb"] = max(r["peak_rss_mb"] for r in ok)
+    timing = next(k for k in ("ms_per_iter", "ms_per_token", "gflops") if k in ok[0])
+    summary["per_round"] = {timing: [r[timing] for r in ok]}  # the spread shows how noisy the machine was
     summary["rounds"] = len(ok)
     if "compile_s" in ok[0]:  # the first round compiles from scratch, later ones find the compiled code cached
         summary["compile_s"] = ok[0]["compile_s"]
@@ -336,7 +338,10 @@ def machine_info(cfg, device):
     return {"cpu": cpu, "cpu_flags": flags, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "cores": os.cpu_count(), "threads": cfg.threads or torch.get_num_threads(), "device": str(device),
             "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-            "torch": torch.__version__, "python": platform.python_version()}
+            "torch": torch.__version__, "python": platform.python_version(),
+            # OpenMP threads spin while waiting for work unless this is PASSIVE; on a busy machine that spinning
+            # steals the cores they wait for (README.md, performance section)
+            "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
 
 
 def load_average():

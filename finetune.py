@@ -57,8 +57,8 @@ class FinetuneConfig:
     freeze: str = "none"  # none, head or last_n
     unfreeze_layers: int = 1  # with --freeze=last_n: how many of the last blocks train
     # optimization
-    batch_size: int = 32
-    max_iters: int = 1500
+    batch_size: int = 64
+    max_iters: int = 2000
     lr: float = 1e-3
     min_lr: float = 1e-4
     warmup_iters: int = 50
@@ -67,7 +67,7 @@ class FinetuneConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0  # 0 turns clipping off
     # evaluation and logging
-    eval_interval: int = 250
+    eval_interval: int = 500
     log_interval: int = 10
     n_examples: int = 13  # example answers shown in the report
     # system
@@ -96,7 +96,7 @@ class FinetuneConfig:
 # Measured defaults for classification (see README): fewer steps and a gentler learning rate, since
 # a verse-level label needs a small nudge to the backbone, not new skills.
 TASK_DEFAULTS = {
-    "classify": {"max_iters": 300, "lr": 3e-4, "min_lr": 3e-5, "eval_interval": 50},
+    "classify": {"batch_size": 32, "max_iters": 300, "lr": 3e-4, "min_lr": 3e-5, "eval_interval": 50},
     "instruct": {},
 }
 
