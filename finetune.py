@@ -222,19 +222,20 @@ def instruct_examples(cfg):
     if not cfg.data:
         return (*generate(), "data/instruct.py (generated)")
     examples = load_alpaca(cfg.data)
+    if len(examples) < 2:
+        raise DataError(f"{cfg.data}: a single example; need at least two (one to train on, one held out)")
     order = np.random.default_rng(cfg.seed).permutation(len(examples))
     n_heldout = max(1, len(examples) // 10)
-    if len(examples) < 2:
-        raise DataError(f"{cfg.data}: {len(examples)} example; need at least two (one to train on, one held out)")
     return ([examples[i] for i in order[n_heldout:]], [examples[i] for i in order[:n_heldout]], cfg.data)
 
 
 def instruct_data(train, heldout, source, tokenizer, block_size):
-    fits = lambda encoded: len(encoded[0]) <= block_size + 1  # noqa: E731  (x and y are one shorter)
+    """Encode the examples, leaving out (and counting) those longer than block_size + 1 tokens: x and
+    y are one token shorter than the example, so that is the most one context can hold."""
     train_encoded = [encode_instruct(tokenizer, ex) for ex in train]
     heldout_pairs = [(encode_instruct(tokenizer, ex), ex) for ex in heldout]
-    kept_train = [e for e in train_encoded if fits(e)]
-    kept_heldout = [(e, ex) for e, ex in heldout_pairs if fits(e)]
+    kept_train = [e for e in train_encoded if len(e[0]) <= block_size + 1]
+    kept_heldout = [(e, ex) for e, ex in heldout_pairs if len(e[0]) <= block_size + 1]
     skipped = len(train) - len(kept_train) + len(heldout) - len(kept_heldout)
     if not kept_train or not kept_heldout:
         raise DataError(f"{source}: no example fits block_size {block_size} (prompt, answer and <eos> together)")
@@ -360,7 +361,7 @@ def run_training(cfg, model, tokenizer, train_set, val_batches, collate, device,
             evaluate_and_save(step)
             status = "interrupted"
             log(f"stop requested at step {step}: saved {out}/last.pt; continue with "
-                f"python finetune.py --resume --out_dir={out}")
+                f"python finetune.py --task={cfg.task} --resume --out_dir={out}")
             break
     bar.close()
     return status, step

@@ -354,3 +354,15 @@ def test_task_defaults_sit_between_dataclass_defaults_and_flags():
     assert finetune.finetune_config(["--task=classify"]).max_iters == finetune.TASK_DEFAULTS["classify"]["max_iters"]
     assert finetune.finetune_config(["--task=classify", "--max_iters=7"]).max_iters == 7
     assert finetune.finetune_config(["--task=instruct"]).max_iters == finetune.FinetuneConfig.max_iters
+
+
+@pytest.mark.parametrize("task", ["classify", "instruct"])
+def test_shipped_config_files_spell_out_the_defaults(task):
+    from_file = finetune.finetune_config(["--config", f"config/finetune_{task}.toml"])
+    assert from_file == finetune.finetune_config([f"--task={task}"])
+
+
+def test_instruct_examples_longer_than_the_context_are_left_out_and_counted(tokenizer):
+    fits, too_long = example("Say hi.", "hi"), example("Say a lot.", "x" * 60)
+    data = finetune.instruct_data([fits, too_long], [fits], "set.json", tokenizer, block_size=48)
+    assert data.skipped == 1 and len(data.train) == 1 and data.max_answer_tokens == 3
