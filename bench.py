@@ -364,15 +364,21 @@ def run_bench(cfg):
         raise ConfigError(str(e)) from None
     report = {"command": " ".join(["python bench.py", *sys.argv[1:]]) if Path(sys.argv[0]).name == "bench.py" else None,
               "config": asdict(cfg), "machine": machine_info(cfg, device), "load_average_before": load_average()}
-    # A fresh compilation cache: the first round's compile_s is what a first run of train.py pays.
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="bench-inductor-")
     results = {name: [] for name in names}
-    for round_number in range(cfg.rounds):
-        for name in names:
-            print(f"round {round_number + 1}/{cfg.rounds}: {name}", file=sys.stderr, flush=True)
-            results[name].append(run_isolated(name, cfg) if cfg.isolate else run_here(name, cfg))
+    # A fresh compilation cache: the first round's compile_s is what a first run of train.py pays.
+    with tempfile.TemporaryDirectory(prefix="bench-inductor-") as cache:
+        previous, os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.environ.get("TORCHINDUCTOR_CACHE_DIR"), cache
+        try:
+            for round_number in range(cfg.rounds):
+                for name in names:
+                    print(f"round {round_number + 1}/{cfg.rounds}: {name}", file=sys.stderr, flush=True)
+                    results[name].append(run_isolated(name, cfg) if cfg.isolate else run_here(name, cfg))
+        finally:
+            os.environ.pop("TORCHINDUCTOR_CACHE_DIR")
+            if previous is not None:
+                os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
     report["load_average_after"] = load_average()
-    peaks = {r[0]["dtype"]: statistics.median(x["gflops"] for x in r if "error" not in x)
+    peaks = {parse_case(name)["dtype"]: statistics.median(x["gflops"] for x in r if "error" not in x)
              for name, r in results.items() if name.startswith("peak-") and any("error" not in x for x in r)}
     summaries = {name: summarize(rounds, peaks) for name, rounds in results.items()}
     ratios = speedups(results)
