@@ -1,7 +1,7 @@
 """
 bench.py: how fast does gpt.py train and generate on this machine?
 
-  python bench.py                    # the full run, about 6 minutes on 2 CPU cores; prints a table
+  python bench.py                    # the full run: 10-15 minutes on 2 busy CPU cores, most of it bf16
   python bench.py --quick            # a tiny model and short timings, under a minute: does the bench work here?
   python bench.py --cases=peak-bf16,train-medium-fp32,train-medium-bf16 --rounds=5
 
@@ -130,23 +130,23 @@ def seconds_per_call(fn, seconds, device):
 
 
 def measure_peak(case, cfg, device):
-    """Best GFLOP/s of square matrix products over a few sizes, with the second factor stored as is
-    and transposed: nn.Linear multiplies by a transposed weight, and some CPUs' bf16 kernels only
-    run fast in one of the two layouts."""
+    """Best GFLOP/s of square matrix products over a few sizes and the three layouts training uses
+    (nn.Linear's forward multiplies by a transposed weight, its backward by plain and transposed
+    factors): some CPUs' bf16 kernels run fast in only some of them."""
     dtype = getattr(torch, DTYPES[case["dtype"]])
     sizes = (256, 512, 1024, 2048, 4096, 8192)
     budget = cfg.seconds / len(sizes)  # per size
     best, best_shape = 0.0, None
     for n in sizes:
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
-        for layout, second in (("b", b), ("b.T", b.t())):
+        for layout, first, second in (("a @ b", a, b), ("a @ b.T", a, b.t()), ("a.T @ b", a.t(), b)):
             start = time.perf_counter()
-            torch.mm(a, second)  # warm-up: allocation and kernel choice
+            torch.mm(first, second)  # warm-up: allocation and kernel choice
             synchronize(device)
             first_call = time.perf_counter() - start
-            gflops = 2 * n**3 / seconds_per_call(lambda: torch.mm(a, second), budget / 2, device) / 1e9
+            gflops = 2 * n**3 / seconds_per_call(lambda: torch.mm(first, second), budget / 3, device) / 1e9
             if gflops > best:
-                best, best_shape = gflops, f"{n}x{n} @ {layout}"
+                best, best_shape = gflops, f"{n}x{n}: {layout}"
         if first_call > budget / 4:
             break  # larger sizes would not fit the time budget here
     return {"gflops": best, "best_shape": best_shape}
