@@ -2,7 +2,7 @@
 bench.py: how fast does gpt.py train and generate on this machine?
 
   python bench.py                    # the full run: 10-15 minutes on 2 busy CPU cores, most of it bf16
-  python bench.py --quick            # a tiny model and short timings, under a minute: does the bench work here?
+  python bench.py --quick            # a tiny model and short timings, about a minute: does the bench work here?
   python bench.py --cases=peak-bf16,train-medium-fp32,train-medium-bf16 --rounds=5
 
 Results go to --out (default out/bench.json); README.md's performance section explains the fields.
