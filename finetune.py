@@ -31,12 +31,12 @@ from tqdm import tqdm
 from data.classify import Labelled, load_labelled, split_by_label
 from data.instruct import CASE_SENSITIVE_FAMILIES, generate, load_alpaca
 from data.prepare import kjv_verses
-from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze,
+from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, freeze,
                  instruction_ids, load_checkpoint, model_from_checkpoint, pick_device, save_checkpoint,
                  tokenizer_from_dict)
 from train import (ConfigError, DataError, TrainConfig, append_metrics, autocast, build_optimizer, choose_precision,
-                   evaluate, log, lr_at, parse_config, plot_losses, read_metrics, rng_state, set_rng_state,
-                   stop_requests)
+                   evaluate, log, lr_at, model_config, parse_config, plot_losses, read_metrics, rng_state,
+                   set_rng_state, stop_requests)
 
 # ----------------------------------------------------------------------------------------------------
 # Configuration: train.py's dataclass-driven parsing, with defaults that depend on the task
@@ -114,12 +114,10 @@ def finetune_config(argv=None, base=None):
 def initial_model(cfg, texts):
     """(GPT, tokenizer) to finetune. texts: the finetuning texts, which a scratch tokenizer must cover."""
     if cfg.init == "scratch":
-        defaults = TrainConfig()  # the default pretraining architecture, so the comparison is fair
         tokenizer = CharTokenizer.from_text("".join(texts))
         torch.manual_seed(cfg.seed)
-        model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=defaults.block_size,
-                              n_layer=defaults.n_layer, n_head=defaults.n_head, n_embd=defaults.n_embd))
-        return model, tokenizer
+        # The default pretraining architecture, so the comparison with a pretrained start is fair.
+        return GPT(model_config(TrainConfig(), tokenizer.vocab_size)), tokenizer
     if not Path(cfg.init).exists():
         hint = "run python train.py first" if cfg.init == DEFAULT_INIT else "check the path"
         raise ConfigError(f"--init={cfg.init} does not exist: {hint} (or pass --init=scratch)")

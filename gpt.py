@@ -193,6 +193,22 @@ def explicit_attention(q, k, v, dropout_p=0.0):
     return y, weights
 
 
+def rotary_tables(block_size, head_size, base=10000.0):
+    """cos and sin, each (block_size, head_size // 2), for rotary position embeddings (RoPE, Su et al.,
+    2021): position p turns the i-th pair of a query or key by the angle p * base^(-2i / head_size)."""
+    freqs = base ** (-torch.arange(0, head_size, 2).float() / head_size)  # (hs/2,)
+    angles = torch.outer(torch.arange(block_size).float(), freqs)  # (block_size, hs/2)
+    return angles.cos(), angles.sin()
+
+
+def rotate(x, cos, sin):
+    """Rotate pairs (x[..., i], x[..., i + hs/2]) of x (B, nh, T, hs) by angles whose cos and sin are
+    (T, hs/2). A query at p and a key at s then meet at an angle that depends only on p - s, so
+    attention sees relative positions, and nothing is added to the token embeddings."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
@@ -204,12 +220,15 @@ class CausalSelfAttention(nn.Module):
         self.resid_dropout = nn.Dropout(config.dropout)
         self.fused = True  # torch's scaled_dot_product_attention; False runs explicit_attention
 
-    def forward(self, x, cache=None, need_weights=False):
+    def forward(self, x, cache=None, need_weights=False, rotary=None):
         """x: (B, T, C). cache: a dict holding this layer's past keys and values, extended in place.
+        rotary: (cos, sin) for these T positions when the model uses rotary embeddings.
         Returns (y, attention weights or None)."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        if rotary is not None:  # rotate before caching: a cached key keeps the position it was made at
+            q, k = rotate(q, *rotary), rotate(k, *rotary)
         if cache is not None:
             if "k" in cache:
                 k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + T, hs)
@@ -245,18 +264,27 @@ class MLP(nn.Module):
         return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
+def norm_layer(config):
+    """LayerNorm (GPT-2) centres and scales each vector; RMSNorm only scales it, which is cheaper."""
+    if config.norm == "layernorm":
+        return nn.LayerNorm(config.n_embd, bias=config.bias)
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd)
+    raise ValueError(f"norm must be layernorm or rmsnorm, got {config.norm!r}")
+
+
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm transformer block: x + attention(norm(x)), then x + mlp(norm(x))."""
 
     def __init__(self, config):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = norm_layer(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = norm_layer(config)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, need_weights=False):
-        a, weights = self.attn(self.ln_1(x), cache, need_weights)
+    def forward(self, x, cache=None, need_weights=False, rotary=None):
+        a, weights = self.attn(self.ln_1(x), cache, need_weights, rotary)
         x = x + a
         x = x + self.mlp(self.ln_2(x))
         return x, weights
@@ -271,6 +299,9 @@ class GPTConfig:
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
+    # The seed's "Version 2" options, kept only where they lowered the default run's val loss:
+    rope: bool = False  # rotary position embeddings in attention instead of learned absolute ones
+    norm: str = "layernorm"  # or "rmsnorm"
 
 
 class GPT(nn.Module):
@@ -278,10 +309,15 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         self.wte = nn.Embedding(config.vocab_size, config.n_embd)  # token embeddings
-        self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embeddings
+        if config.rope:  # positions enter inside attention; persistent=False keeps them out of checkpoints
+            cos, sin = rotary_tables(config.block_size, config.n_embd // config.n_head)
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        else:
+            self.wpe = nn.Embedding(config.block_size, config.n_embd)  # learned position embeddings
         self.drop = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_f = norm_layer(config)
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: one matrix maps ids to vectors and vectors back to logits (Press & Wolf, 2017).
         self.lm_head.weight = self.wte.weight
@@ -303,7 +339,7 @@ class GPT(nn.Module):
         """Parameter count; position embeddings are left out by default, as they do no compute.
         Token embeddings count once, as the LM head, because they are tied."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.wpe.weight.numel() if non_embedding else n
+        return n - self.wpe.weight.numel() if non_embedding and not self.config.rope else n
 
     def _run(self, idx, cache=None, need_weights=False):
         """idx: (B, T) token ids. cache: list of one dict per layer, or None.
@@ -312,11 +348,16 @@ class GPT(nn.Module):
         T = idx.size(1)
         if past + T > self.config.block_size:
             raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.config.block_size}")
-        pos = torch.arange(past, past + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))  # (B, T, C)
+        x = self.wte(idx)  # (B, T, C)
+        rotary = None
+        if self.config.rope:
+            rotary = self.rope_cos[past:past + T], self.rope_sin[past:past + T]  # each (T, hs/2)
+        else:
+            x = x + self.wpe(torch.arange(past, past + T, device=idx.device))
+        x = self.drop(x)
         maps = []
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, cache[i] if cache else None, need_weights)
+            x, weights = block(x, cache[i] if cache else None, need_weights, rotary)
             maps.append(weights)
         return self.ln_f(x), maps
 

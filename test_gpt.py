@@ -32,13 +32,18 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def tiny_gpt(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weight_std=None, seed=0):
+# The architecture options: GPT-2's (learned positions, LayerNorm) and the "Version 2" ones.
+VARIANTS = [{}, {"rope": True}, {"norm": "rmsnorm"}, {"rope": True, "norm": "rmsnorm"}]
+
+
+def tiny_gpt(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weight_std=None, seed=0, **options):
     """A small random GPT in eval mode. weight_std, when given, redraws every weight matrix with that
     spread: GPT-2's 0.02 makes a fresh model almost uniform, so a bug would move the logits by less
-    than a float tolerance; wider weights make every token and position matter."""
+    than a float tolerance; wider weights make every token and position matter. options: GPTConfig's
+    rope and norm."""
     torch.manual_seed(seed)
     model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                          n_embd=n_embd))
+                          n_embd=n_embd, **options))
     if weight_std is not None:
         for p in model.parameters():
             if p.dim() >= 2:
@@ -192,9 +197,10 @@ def test_bpe_training_is_deterministic_across_processes():
 # 2. Attention and the model
 
 
+@pytest.mark.parametrize("options", VARIANTS)
 @pytest.mark.parametrize("fused", [True, False])
-def test_logits_never_depend_on_later_tokens(fused):
-    model = tiny_gpt(weight_std=0.3)
+def test_logits_never_depend_on_later_tokens(fused, options):
+    model = tiny_gpt(weight_std=0.3, **options)
     set_fused(model, fused)
     idx = random_ids(16, 32, seed=0)
     logits, _ = model(idx)
@@ -207,8 +213,9 @@ def test_logits_never_depend_on_later_tokens(fused):
         assert not torch.allclose(changed_logits[0, t + 1], logits[0, t + 1], atol=1e-3)  # the change shows
 
 
-def test_explicit_attention_matches_fused_forward_and_gradients():
-    model = tiny_gpt(weight_std=0.3).train()  # train mode, dropout 0: the same path training takes
+@pytest.mark.parametrize("options", VARIANTS)
+def test_explicit_attention_matches_fused_forward_and_gradients(options):
+    model = tiny_gpt(weight_std=0.3, **options).train()  # train mode, dropout 0: the same path training takes
     idx, targets = random_ids(16, 32, seed=0).repeat(3, 1), random_ids(48, 32, seed=1).view(3, 16)
 
     def logits_loss_grads(fused):
@@ -237,6 +244,37 @@ def test_attention_maps_are_causal_distributions():
         assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 10))
         allowed = torch.ones(10, 10, dtype=torch.bool).tril()
         assert torch.all(weights[..., ~allowed] == 0) and torch.all(weights[..., allowed] > 0)
+
+
+def test_rotary_attention_scores_depend_only_on_relative_position():
+    cos, sin = gpt.rotary_tables(block_size=32, head_size=8)
+    torch.manual_seed(0)
+    q, k = torch.randn(1, 1, 1, 8), torch.randn(1, 1, 1, 8)
+
+    def score(query_pos, key_pos):
+        return (gpt.rotate(q, cos[query_pos], sin[query_pos]) * gpt.rotate(k, cos[key_pos], sin[key_pos])).sum()
+
+    assert torch.allclose(score(9, 4), score(5, 0), atol=1e-5)  # the same distance, 5
+    assert torch.allclose(score(30, 25), score(5, 0), atol=1e-5)
+    assert not torch.allclose(score(9, 4), score(9, 5), atol=1e-3)  # another distance, another score
+    rotated = gpt.rotate(q, cos[7], sin[7])
+    assert torch.allclose(rotated.norm(), q.norm(), atol=1e-6)  # a rotation: lengths are kept
+
+
+def test_rotary_model_learns_no_position_table_and_still_sees_order():
+    model = tiny_gpt(weight_std=0.3, rope=True)
+    assert not hasattr(model, "wpe") and "rope_cos" not in model.state_dict()
+    forward, _ = model(torch.tensor([[3, 4, 5, 6]]))
+    backward, _ = model(torch.tensor([[5, 4, 3, 6]]))  # the same tokens in another order
+    assert not torch.allclose(forward[0, -1], backward[0, -1], atol=1e-3)
+
+
+def test_rmsnorm_model_uses_rmsnorm_everywhere_and_unknown_norms_are_refused():
+    model = tiny_gpt(norm="rmsnorm")
+    norms = [m for m in model.modules() if isinstance(m, (torch.nn.LayerNorm, torch.nn.RMSNorm))]
+    assert len(norms) == 2 * 2 + 1 and all(isinstance(m, torch.nn.RMSNorm) for m in norms)
+    with pytest.raises(ValueError, match="norm must be layernorm or rmsnorm, got 'batchnorm'"):
+        tiny_gpt(norm="batchnorm")
 
 
 def test_hidden_states_are_what_the_lm_head_reads():
@@ -345,12 +383,13 @@ def test_freeze_rejects_unknown_strategies():
 # 4. Sampling
 
 
+@pytest.mark.parametrize("options", VARIANTS)
 @pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("prompt_len, new_tokens", [(3, 40), (16, 20), (25, 40)])
-def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, new_tokens):
+def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, new_tokens, options):
     """Prompts shorter than, equal to and longer than block_size 16, generating well past it so the
     context window moves (and the cache refills) several times."""
-    model = tiny_gpt(weight_std=0.3)
+    model = tiny_gpt(weight_std=0.3, seed=1, **options)  # seed 1: no variant gets stuck repeating a token
     set_fused(model, fused)
     prompt = random_ids(prompt_len, 32, seed=prompt_len)
     cached = model.generate(prompt, new_tokens, temperature=0)
@@ -361,9 +400,10 @@ def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, ne
     assert len(set(cached[0, prompt_len:].tolist())) > 2  # the model is not stuck on one token
 
 
+@pytest.mark.parametrize("options", VARIANTS)
 @pytest.mark.parametrize("fused", [True, False])
-def test_cached_chunks_give_the_same_logits_as_a_full_forward(fused):
-    model = tiny_gpt(weight_std=0.3)
+def test_cached_chunks_give_the_same_logits_as_a_full_forward(fused, options):
+    model = tiny_gpt(weight_std=0.3, **options)
     set_fused(model, fused)
     idx = random_ids(16, 32, seed=0)
     full, _ = model(idx)
@@ -440,9 +480,10 @@ def logits_of(model, idx):
         return model(idx)[0]
 
 
-def test_pretrained_checkpoint_round_trip_gives_identical_logits(tmp_path):
+@pytest.mark.parametrize("options", VARIANTS)
+def test_pretrained_checkpoint_round_trip_gives_identical_logits(tmp_path, options):
     tok = CharTokenizer.from_text("ünïcödé")
-    model = tiny_gpt(vocab_size=tok.vocab_size, weight_std=0.3)
+    model = tiny_gpt(vocab_size=tok.vocab_size, weight_std=0.3, **options)
     path = tmp_path / "run" / "ckpt.pt"
     gpt.save_checkpoint(path, model, tok, step=7, optimizer={"lr": 1e-3})
     loaded, loaded_tok, ckpt = gpt.load_model(path)

@@ -119,6 +119,16 @@ def test_bad_config_file_and_bad_values_are_clear_errors(tmp_path):
         parse_config(TrainConfig, ["--n_embd=30", "--n_head=4"])
     with pytest.raises(ConfigError, match="dtype must be one of"):
         parse_config(TrainConfig, ["--dtype=fp16"])
+    with pytest.raises(ConfigError, match="norm must be one of layernorm, rmsnorm, got 'batchnorm'"):
+        parse_config(TrainConfig, ["--norm=batchnorm"])
+
+
+def test_architecture_flags_reach_the_model_config():
+    config = train.model_config(parse_config(TrainConfig, ["--rope", "--norm=rmsnorm", "--n_layer=3"]), vocab_size=50)
+    assert (config.rope, config.norm, config.n_layer, config.vocab_size) == (True, "rmsnorm", 3, 50)
+    assert train.model_config(TrainConfig(), vocab_size=50) == gpt.GPTConfig(
+        vocab_size=50, **{k: getattr(TrainConfig(), k) for k in ("block_size", "n_layer", "n_head", "n_embd",
+                                                                   "dropout", "bias", "rope", "norm")})
 
 
 PRETRAIN_CONFIGS = sorted(p for p in (ROOT / "config").glob("*.toml") if not p.name.startswith("finetune_"))
@@ -409,6 +419,8 @@ def test_resume_refuses_to_change_the_model_shape(corpus, tmp_path):
     train.main(tiny_run_args(corpus, tmp_path / "run", max_iters=2, eval_interval=2))
     with pytest.raises(ConfigError, match=r"cannot change n_embd \(16 -> 32\)"):
         train.main(tiny_run_args(corpus, tmp_path / "run", n_embd=32) + ["--resume"])
+    with pytest.raises(ConfigError, match=r"cannot change rope \(False -> True\)"):
+        train.main(tiny_run_args(corpus, tmp_path / "run") + ["--resume", "--rope"])
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):

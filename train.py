@@ -67,6 +67,8 @@ class TrainConfig:
     block_size: int = 128
     dropout: float = 0.0
     bias: bool = True
+    rope: bool = False  # rotary position embeddings instead of learned absolute ones
+    norm: str = "layernorm"  # layernorm or rmsnorm
     # optimization
     batch_size: int = 16  # sequences per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step, per process; global batch = batch_size * grad_accum * processes
@@ -94,7 +96,7 @@ class TrainConfig:
     max_minutes: float = 0.0  # stop early (and save) after this long; 0 means no limit
 
     def __post_init__(self):
-        choices = {"tokenizer": ("char", "bpe"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+        choices = {"tokenizer": ("char", "bpe"), "norm": ("layernorm", "rmsnorm"), "dtype": ("auto", "float32", "bfloat16", "float16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -107,6 +109,12 @@ class TrainConfig:
         if not self.out_dir:
             name = Path(self.data).stem if self.data not in ("kjv", "shakespeare") else self.data
             self.out_dir = f"out/{name}" + ("_bpe" if self.tokenizer == "bpe" else "")
+
+
+def model_config(cfg, vocab_size):
+    """The gpt.GPTConfig that a TrainConfig describes."""
+    fields = {f.name for f in dataclasses.fields(GPTConfig)} - {"vocab_size"}
+    return GPTConfig(vocab_size=vocab_size, **{name: getattr(cfg, name) for name in fields})
 
 
 def parse_config(config_cls, argv=None, base=None, base_source="base settings"):
@@ -495,7 +503,8 @@ def setup_distributed(device_name):
 # The training loop
 
 # Settings a resumed run cannot change: the weights and token files depend on them.
-FIXED_ON_RESUME = ("data", "tokenizer", "bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "bias")
+FIXED_ON_RESUME = ("data", "tokenizer", "bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "bias",
+                   "rope", "norm")
 
 
 def resume_config(cfg, argv):
@@ -505,8 +514,8 @@ def resume_config(cfg, argv):
         raise ConfigError(f"--resume: {path} does not exist; start the run without --resume")
     ckpt = load_checkpoint(path)
     resumed = parse_config(TrainConfig, argv, base=ckpt["train_config"], base_source=str(path))
-    changed = [f"{k} ({ckpt['train_config'][k]!r} -> {getattr(resumed, k)!r})" for k in FIXED_ON_RESUME
-               if getattr(resumed, k) != ckpt["train_config"][k]]
+    saved = {**asdict(TrainConfig()), **ckpt["train_config"]}  # runs from before a field existed had its default
+    changed = [f"{k} ({saved[k]!r} -> {getattr(resumed, k)!r})" for k in FIXED_ON_RESUME if getattr(resumed, k) != saved[k]]
     if changed:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming {cfg.out_dir}; use a new --out_dir")
     return resumed, ckpt
@@ -545,9 +554,7 @@ def train(cfg, ckpt, rank, world_size, device, stop):
     out = Path(cfg.out_dir)
     data = prepared_data(cfg, rank, world_size)
     torch.manual_seed(cfg.seed + rank)  # DDP copies rank 0's initial weights to every process
-    model_config = GPTConfig(vocab_size=data.tokenizer.vocab_size, block_size=cfg.block_size, n_layer=cfg.n_layer,
-                             n_head=cfg.n_head, n_embd=cfg.n_embd, dropout=cfg.dropout, bias=cfg.bias)
-    raw_model = GPT(model_config).to(device)
+    raw_model = GPT(model_config(cfg, data.tokenizer.vocab_size)).to(device)
     if ckpt is not None:
         raw_model.load_state_dict(ckpt["model"])
     precision = choose_precision(device, cfg.dtype, cfg.compile, raw_model, cfg.block_size, world_size)
