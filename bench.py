@@ -55,12 +55,13 @@ class BenchConfig:
     case: str = ""  # run only this case, in this process, and print its result as JSON (how --isolate works)
 
 
-# (n_layer, n_head, n_embd, block_size, batch_size)
+# (n_layer, n_head, n_embd, block_size, batch_size, rope)
 MODELS = {
-    "tiny": (2, 2, 32, 32, 4),  # for --quick and the tests
-    "small": (4, 4, 128, 64, 12),  # nanoGPT's recipe for a laptop CPU
-    "medium": (6, 6, 384, 256, 16),  # nanoGPT's shakespeare_char model, with a smaller batch
-    "default": tuple(getattr(TrainConfig, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size")),
+    "tiny": (2, 2, 32, 32, 4, False),  # for --quick and the tests
+    "small": (4, 4, 128, 64, 12, False),  # nanoGPT's recipe for a laptop CPU
+    "medium": (6, 6, 384, 256, 16, False),  # nanoGPT's shakespeare_char model, with a smaller batch
+    "default": tuple(getattr(TrainConfig, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size",
+                                                        "rope")),
 }
 DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}  # names train.py uses
 
@@ -154,8 +155,8 @@ def measure_peak(case, cfg, device):
 
 def bench_model(model_name, device):
     """A randomly initialised GPT of the named size, and its batch size."""
-    n_layer, n_head, n_embd, block_size, batch_size = MODELS[model_name]
-    config = GPTConfig(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd)
+    n_layer, n_head, n_embd, block_size, batch_size, rope = MODELS[model_name]
+    config = GPTConfig(block_size=block_size, n_layer=n_layer, n_head=n_head, n_embd=n_embd, rope=rope)
     torch.manual_seed(0)
     return GPT(config).to(device), batch_size
 

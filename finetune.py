@@ -35,7 +35,7 @@ from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, freeze,
                  instruction_ids, load_checkpoint, model_from_checkpoint, pick_device, save_checkpoint,
                  tokenizer_from_dict)
 from train import (ConfigError, DataError, TrainConfig, append_metrics, autocast, build_optimizer, choose_precision,
-                   evaluate, log, lr_at, model_config, parse_config, plot_losses, read_metrics, rng_state,
+                   evaluate, fitted_horizon, log, lr_at, model_config, parse_config, plot_losses, read_metrics, rng_state,
                    set_rng_state, stop_requests)
 
 # ----------------------------------------------------------------------------------------------------
@@ -76,6 +76,7 @@ class FinetuneConfig:
     compile: bool = False  # lengths change every batch, so compiling rarely pays off here
     seed: int = 1337
     resume: bool = False  # continue from out_dir/last.pt
+    max_minutes: float = 0.0  # time budget, start to report, as train.py's; 0: exactly max_iters steps
 
     def __post_init__(self):
         choices = {"task": ("classify", "instruct"), "freeze": ("none", "head", "last_n"),
@@ -292,10 +293,11 @@ def train_step(model, optimizer, scaler, x, y, precision, grad_clip, device):
 
 
 def run_training(cfg, model, tokenizer, train_set, val_batches, collate, device, precision, checkpoint_extra,
-                 resume_ckpt, stop):
+                 resume_ckpt, stop, launched, report_s=0.0):
     """Train model on train_set; returns (status, steps done). Evaluates val_batches every eval_interval
     and writes out_dir/last.pt (for --resume) and out_dir/ckpt.pt: for classify the best validation
-    loss; for instruct, whose only validation set is the held-out test set, simply the latest model."""
+    loss; for instruct, whose only validation set is the held-out test set, simply the latest model.
+    With cfg.max_minutes, the run ends early enough that the report (report_s seconds) fits too."""
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     model.to(device).train()
@@ -334,17 +336,22 @@ def run_training(cfg, model, tokenizer, train_set, val_batches, collate, device,
 
     batches = training_batches([len(ids) for ids, _ in train_set], cfg.batch_size, cfg.seed, start_step)
     status, started, step = "done", time.time(), start_step
+    horizon = cfg.max_iters  # the step the run ends at; a time budget may bring it forward
     bar = tqdm(total=cfg.max_iters, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
     for step in range(start_step, cfg.max_iters + 1):
-        if (step % cfg.eval_interval == 0 and (step != start_step or resume_ckpt is None)) or step == cfg.max_iters:
+        if (step % cfg.eval_interval == 0 and (step != start_step or resume_ckpt is None)) or step == horizon:
             evaluate_and_save(step)
-        if step == cfg.max_iters:
+        if step == horizon:
             break
-        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.max_iters)
+        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, horizon)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x, y = collate([train_set[i] for i in next(batches)], device)
         loss = train_step(model, optimizer, scaler, x, y, precision, cfg.grad_clip, device)
+        if cfg.max_minutes > 0:
+            now = time.time()
+            bar.total = horizon = fitted_horizon(cfg.max_iters, step, step + 1 - start_step, now - started,
+                                                 60 * cfg.max_minutes - (now - launched) - report_s)
         bar.update(1)
         if not math.isfinite(loss):
             log(f"step {step}: the loss is {loss}; stopping, {out}/ckpt.pt and last.pt keep the last good state. "
@@ -429,6 +436,19 @@ def greedy_answer(model, tokenizer, example, max_new_tokens, device):
     return tokenizer.decode(ids[:-1] if ids and ids[-1] == EOS_ID else ids)
 
 
+@torch.no_grad()
+def answering_seconds(model, tokenizer, examples, device, n=8):
+    """How long instruct_report will take: greedy answers to n examples, each as long as its expected
+    answer (the trained model's length; an untrained one would ramble), scaled to all examples."""
+    model.eval()
+    began = time.time()
+    for example in examples[:n]:
+        prompt = instruction_ids(tokenizer, example["instruction"], example["input"])
+        model.generate(torch.tensor([prompt], device=device), len(tokenizer.encode(example["output"])) + 1, temperature=0)
+    model.train()
+    return (time.time() - began) * len(examples) / min(n, len(examples))
+
+
 def instruct_report(model, tokenizer, examples, heldout_loss, max_answer_tokens, n_examples, device):
     """Held-out loss, then exact-match accuracy overall and per family, with the first answer of each
     family as an example."""
@@ -482,7 +502,7 @@ def resume_state(cfg, argv):
     return resumed, ckpt
 
 
-def classify(cfg, device, resume_ckpt, stop):
+def classify(cfg, device, resume_ckpt, stop, launched):
     examples, source = classify_examples(cfg)
     gpt, tokenizer = initial_model(cfg, [ex.text for ex in examples])
     data = classify_data(cfg, examples, source, tokenizer, gpt.config.block_size)
@@ -499,7 +519,7 @@ def classify(cfg, device, resume_ckpt, stop):
     precision = choose_precision(device, cfg.dtype, cfg.compile, classifier.gpt, classifier.gpt.config.block_size)
     val_batches = eval_batches(data.val or data.train, collate_classify, cfg.batch_size, device)
     status, steps = run_training(cfg, classifier, tokenizer, data.train, val_batches, collate_classify, device,
-                                 precision, {"kind": "classifier", "labels": data.labels}, resume_ckpt, stop)
+                                 precision, {"kind": "classifier", "labels": data.labels}, resume_ckpt, stop, launched)
     if status != "done":
         return status, steps, None
     best = model_from_checkpoint(load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")).to(device)
@@ -509,7 +529,7 @@ def classify(cfg, device, resume_ckpt, stop):
     return status, steps, report
 
 
-def instruct(cfg, device, resume_ckpt, stop):
+def instruct(cfg, device, resume_ckpt, stop, launched):
     train, heldout, source = instruct_examples(cfg)
     texts = [ex["instruction"] + ex["input"] + ex["output"] for ex in train + heldout]
     model, tokenizer = initial_model(cfg, texts)
@@ -520,8 +540,9 @@ def instruct(cfg, device, resume_ckpt, stop):
         + (f"; {data.skipped} longer than block_size {model.config.block_size} left out" if data.skipped else ""))
     precision = choose_precision(device, cfg.dtype, cfg.compile, model, model.config.block_size)
     val_batches = eval_batches(data.heldout, collate_instruct, cfg.batch_size, device)
+    report_s = answering_seconds(model, tokenizer, data.heldout_examples, device) if cfg.max_minutes > 0 else 0.0
     status, steps = run_training(cfg, model, tokenizer, data.train, val_batches, collate_instruct, device, precision,
-                                 {"kind": "instruct"}, resume_ckpt, stop)
+                                 {"kind": "instruct"}, resume_ckpt, stop, launched, report_s)
     if status != "done":
         return status, steps, None
     heldout_loss = evaluate(model, val_batches, precision, device)
@@ -534,6 +555,7 @@ def instruct(cfg, device, resume_ckpt, stop):
 def main(argv=None):
     """Finetune; returns the report dict (also printed and written to out_dir/report.json). Raises
     ConfigError, DataError or CheckpointError (all ValueErrors) for bad settings or inputs."""
+    launched = time.time()  # the time budget counts from here
     cfg = finetune_config(argv)
     resume_ckpt = None
     if cfg.resume:
@@ -543,10 +565,9 @@ def main(argv=None):
     except ValueError as e:
         raise ConfigError(str(e)) from None
     torch.manual_seed(cfg.seed)
-    started = time.time()
     with stop_requests() as stop:
-        status, steps, report = (classify if cfg.task == "classify" else instruct)(cfg, device, resume_ckpt, stop)
-    summary = {"task": cfg.task, "status": status, "steps": steps, "minutes": round((time.time() - started) / 60, 2),
+        status, steps, report = (classify if cfg.task == "classify" else instruct)(cfg, device, resume_ckpt, stop, launched)
+    summary = {"task": cfg.task, "status": status, "steps": steps, "minutes": round((time.time() - launched) / 60, 2),
                "checkpoint": str(Path(cfg.out_dir) / "ckpt.pt")}
     if report is None:  # stopped early: no scores for a half-trained model
         return summary

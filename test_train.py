@@ -49,7 +49,8 @@ def corpus(tmp_path_factory):
 def tiny_run_args(corpus, out_dir, **overrides):
     settings = dict(data=corpus, data_dir=Path(corpus).parent / "cache", out_dir=out_dir, n_layer=1, n_head=2,
                     n_embd=16, block_size=16, batch_size=4, max_iters=20, eval_interval=10, eval_iters=2,
-                    log_interval=1, sample_tokens=20, warmup_iters=2, lr=1e-2, dtype="float32", device="cpu")
+                    log_interval=1, sample_tokens=20, warmup_iters=2, lr=1e-2, dtype="float32", device="cpu",
+                    max_minutes=0)  # no time budget: exactly max_iters steps, whatever the machine's speed
     settings.update(overrides)
     return [f"--{key}={value}" for key, value in settings.items()]
 
@@ -119,16 +120,14 @@ def test_bad_config_file_and_bad_values_are_clear_errors(tmp_path):
         parse_config(TrainConfig, ["--n_embd=30", "--n_head=4"])
     with pytest.raises(ConfigError, match="dtype must be one of"):
         parse_config(TrainConfig, ["--dtype=fp16"])
-    with pytest.raises(ConfigError, match="norm must be one of layernorm, rmsnorm, got 'batchnorm'"):
-        parse_config(TrainConfig, ["--norm=batchnorm"])
 
 
 def test_architecture_flags_reach_the_model_config():
-    config = train.model_config(parse_config(TrainConfig, ["--rope", "--norm=rmsnorm", "--n_layer=3"]), vocab_size=50)
-    assert (config.rope, config.norm, config.n_layer, config.vocab_size) == (True, "rmsnorm", 3, 50)
+    config = train.model_config(parse_config(TrainConfig, ["--no-rope", "--n_layer=3", "--bias"]), vocab_size=50)
+    assert (config.rope, config.n_layer, config.bias, config.vocab_size) == (False, 3, True, 50)
     assert train.model_config(TrainConfig(), vocab_size=50) == gpt.GPTConfig(
         vocab_size=50, **{k: getattr(TrainConfig(), k) for k in ("block_size", "n_layer", "n_head", "n_embd",
-                                                                   "dropout", "bias", "rope", "norm")})
+                                                                   "dropout", "bias", "rope")})
 
 
 PRETRAIN_CONFIGS = sorted(p for p in (ROOT / "config").glob("*.toml") if not p.name.startswith("finetune_"))
@@ -223,6 +222,26 @@ def test_lr_warms_up_then_decays_by_cosine_to_min_lr():
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))  # then never rises again
     assert lrs[55] == pytest.approx(0.55)  # halfway down the cosine
     assert lrs[100] == lrs[119] == 0.1
+
+
+@pytest.mark.parametrize("step, steps_done, loop_s, left_s, expected", [
+    (99, 100, 10.0, 20.0, 299),     # 0.1 s a step, 20 s left: 200 more steps
+    (99, 100, 10.0, 1e6, 1000),     # plenty of time: max_iters
+    (99, 100, 10.0, -5.0, 100),     # over budget already: stop after this step
+    (99, 50, 10.0, 20.0, 199),      # a resumed run: pace from the steps this process did
+    (0, 0, 0.0, 20.0, 1000),        # no pace yet: max_iters
+])
+def test_fitted_horizon_fits_the_steps_left_in_the_budget(step, steps_done, loop_s, left_s, expected):
+    assert train.fitted_horizon(1000, step, steps_done, loop_s, left_s) == expected
+
+
+def test_a_time_budget_ends_the_run_early_with_the_schedule_completed(corpus, tmp_path):
+    summary = train.main(tiny_run_args(corpus, tmp_path / "run", max_iters=1_000_000, eval_interval=100_000,
+                                       max_minutes=0.15, lr=1e-2, min_lr=1e-4, log_interval=1))
+    assert summary["status"] == "done" and 10 <= summary["steps"] < 1_000_000
+    assert "val_loss_whole" in summary
+    lrs = [r["lr"] for r in train.read_metrics(tmp_path / "run" / "metrics.jsonl") if "lr" in r]
+    assert lrs[-1] < 0.2 * max(lrs)  # decayed towards min_lr by the end, not cut off at full lr
 
 
 def test_train_batches_depend_only_on_seed_step_and_shard():
@@ -419,8 +438,8 @@ def test_resume_refuses_to_change_the_model_shape(corpus, tmp_path):
     train.main(tiny_run_args(corpus, tmp_path / "run", max_iters=2, eval_interval=2))
     with pytest.raises(ConfigError, match=r"cannot change n_embd \(16 -> 32\)"):
         train.main(tiny_run_args(corpus, tmp_path / "run", n_embd=32) + ["--resume"])
-    with pytest.raises(ConfigError, match=r"cannot change rope \(False -> True\)"):
-        train.main(tiny_run_args(corpus, tmp_path / "run") + ["--resume", "--rope"])
+    with pytest.raises(ConfigError, match=r"cannot change rope \(True -> False\)"):
+        train.main(tiny_run_args(corpus, tmp_path / "run") + ["--resume", "--no-rope"])
 
 
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):

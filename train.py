@@ -67,12 +67,11 @@ class TrainConfig:
     block_size: int = 128
     dropout: float = 0.0
     bias: bool = True
-    rope: bool = False  # rotary position embeddings instead of learned absolute ones
-    norm: str = "layernorm"  # layernorm or rmsnorm
+    rope: bool = True  # rotary position embeddings instead of learned absolute ones
     # optimization
     batch_size: int = 16  # sequences per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step, per process; global batch = batch_size * grad_accum * processes
-    max_iters: int = 2400
+    max_iters: int = 3000  # the most steps; the time budget below usually ends the run first on a CPU
     lr: float = 3e-3
     min_lr: float = 3e-4
     warmup_iters: int = 200
@@ -93,10 +92,11 @@ class TrainConfig:
     compile: typing.Optional[bool] = None  # None: on for CUDA only
     seed: int = 1337
     resume: bool = False  # continue from out_dir/last.pt
-    max_minutes: float = 0.0  # stop early (and save) after this long; 0 means no limit
+    max_minutes: float = 4.5  # time budget, start to summary: the run ends sooner than max_iters if it must,
+    # with the learning rate fully decayed (see fitted_horizon); 0: exactly max_iters steps, however long
 
     def __post_init__(self):
-        choices = {"tokenizer": ("char", "bpe"), "norm": ("layernorm", "rmsnorm"), "dtype": ("auto", "float32", "bfloat16", "float16")}
+        choices = {"tokenizer": ("char", "bpe"), "dtype": ("auto", "float32", "bfloat16", "float16")}
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
@@ -318,6 +318,15 @@ def build_optimizer(model, lr, weight_decay, betas, device_type):
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device_type in ("cuda", "mps", "cpu"))
 
 
+def fitted_horizon(max_iters, step, steps_done, loop_s, left_s):
+    """The step a run under a time budget should end at: as many steps as fit in left_s seconds at the
+    pace of the steps_done steps so far (loop_s seconds, evaluations included), never past max_iters
+    and never before step + 1. Recomputed as the run goes, so a machine that slows down (or speeds up)
+    moves the end, and the cosine schedule, which decays by this step, still ends at min_lr."""
+    steps_left = int(left_s * steps_done / loop_s) if steps_done and loop_s > 0 else max_iters
+    return max(step + 1, min(max_iters, step + steps_left))
+
+
 def lr_at(step, lr, min_lr, warmup_iters, decay_iters):
     """Linear warmup to lr over warmup_iters, then cosine decay to min_lr at decay_iters, then flat."""
     if step < warmup_iters:
@@ -504,7 +513,7 @@ def setup_distributed(device_name):
 
 # Settings a resumed run cannot change: the weights and token files depend on them.
 FIXED_ON_RESUME = ("data", "tokenizer", "bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "bias",
-                   "rope", "norm")
+                   "rope")
 
 
 def resume_config(cfg, argv):
@@ -525,6 +534,7 @@ def main(argv=None):
     """Train; returns a summary dict (also printed). Raises ConfigError, DataError or CheckpointError
     for bad settings or inputs; cli() turns those into a one-line message."""
     global IS_MAIN
+    launched = time.time()  # the time budget counts from here: data preparation and setup included
     cfg = parse_config(TrainConfig, argv)
     ckpt = None
     if cfg.resume:
@@ -533,7 +543,7 @@ def main(argv=None):
     IS_MAIN = rank == 0
     try:
         with stop_requests() as stop:
-            return train(cfg, ckpt, rank, world_size, device, stop)
+            return train(cfg, ckpt, rank, world_size, device, stop, launched)
     finally:
         if world_size > 1:
             dist.destroy_process_group()
@@ -550,7 +560,7 @@ def prepared_data(cfg, rank, world_size):
     return data or load()
 
 
-def train(cfg, ckpt, rank, world_size, device, stop):
+def train(cfg, ckpt, rank, world_size, device, stop, launched):
     out = Path(cfg.out_dir)
     data = prepared_data(cfg, rank, world_size)
     torch.manual_seed(cfg.seed + rank)  # DDP copies rank 0's initial weights to every process
@@ -586,7 +596,9 @@ def train(cfg, ckpt, rank, world_size, device, stop):
         + (f", resuming at step {start_step}" if start_step else ""))
 
     val_batches = fixed_val_batches(data.val, cfg.block_size, cfg.batch_size, cfg.eval_iters, cfg.seed, device)
-    decay_iters = cfg.lr_decay_iters or cfg.max_iters
+    # The time budget must leave room for the final evaluation on the whole validation split.
+    whole_val_batches = math.ceil(len(data.val) / (cfg.block_size * cfg.batch_size * world_size))
+    final_eval_s = 0.0
 
     def save(path, step, **extra):
         save_checkpoint(path, raw_model, data.tokenizer, kind="pretrained", step=step,
@@ -602,8 +614,10 @@ def train(cfg, ckpt, rank, world_size, device, stop):
                 "best_val_loss": best_val}
 
     def evaluate_and_save(step):
-        nonlocal best_val
+        nonlocal best_val, final_eval_s
+        began = time.time()
         val_loss = evaluate(raw_model, val_batches, precision, device, rank, world_size)
+        final_eval_s = (time.time() - began) * whole_val_batches / len(val_batches)
         state = training_state()  # every process must join the gather
         if rank == 0:
             append_metrics(metrics_path, step=step, val_loss=val_loss)
@@ -616,24 +630,29 @@ def train(cfg, ckpt, rank, world_size, device, stop):
 
     status, started = "done", time.time()
     last_log = (start_step, started)  # (step, time) of the last throughput measurement
+    horizon = cfg.max_iters  # the step the run ends at; a time budget may bring it forward
     bar = tqdm(total=cfg.max_iters, initial=start_step, disable=None if rank == 0 else True, unit="step", dynamic_ncols=True)
     for step in range(start_step, cfg.max_iters + 1):
         fresh_eval = step % cfg.eval_interval == 0 and (step != start_step or ckpt is None)  # a resumed step was evaluated
-        if fresh_eval or step == cfg.max_iters:
+        if fresh_eval or step == horizon:
             evaluate_and_save(step)
             last_log = (step, time.time())
-        if step == cfg.max_iters:
+        if step == horizon:
             break
-        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, decay_iters)
+        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters or horizon)
         for group in optimizer.param_groups:
             group["lr"] = lr
         loss = train_step(model, optimizer, scaler, data.train, cfg, precision, step, rank, device)
-        out_of_time = cfg.max_minutes > 0 and time.time() - started > 60 * cfg.max_minutes
-        status_tensor = torch.tensor([loss, stop.is_set(), out_of_time], dtype=torch.float64, device=device)
+        if cfg.max_minutes > 0 and rank == 0:
+            now = time.time()
+            horizon = fitted_horizon(cfg.max_iters, step, step + 1 - start_step, now - started,
+                                     60 * cfg.max_minutes - (now - launched) - final_eval_s)
+        # Rank 0 alone decides the horizon (others add 0), so every process stops at the same step.
+        status_tensor = torch.tensor([loss, stop.is_set(), horizon if rank == 0 else 0], dtype=torch.float64, device=device)
         if world_size > 1:  # average the loss and agree on stopping, so every process leaves the loop together
             dist.all_reduce(status_tensor)
             status_tensor[0] /= world_size
-        loss, stop_now, out_of_time = status_tensor[0].item(), status_tensor[1].item() > 0, status_tensor[2].item() > 0
+        loss, stop_now, horizon = status_tensor[0].item(), status_tensor[1].item() > 0, int(status_tensor[2].item())
         bar.update(1)
         if not math.isfinite(loss):
             log(f"step {step}: the loss is {loss}; stopping without saving, so {out}/ckpt.pt and last.pt keep the "
@@ -644,20 +663,20 @@ def train(cfg, ckpt, rank, world_size, device, stop):
             now = time.time()
             tokens_per_s = (step + 1 - last_log[0]) * tokens_per_step / max(now - last_log[1], 1e-9)
             last_log = (step + 1, now)
+            bar.total = horizon  # so the bar's ETA is the time budget's
             bar.set_postfix(loss=f"{loss:.4f}", tok_s=f"{tokens_per_s:,.0f}")
             if rank == 0:
                 append_metrics(metrics_path, step=step, train_loss=loss, lr=lr, tokens_per_s=round(tokens_per_s),
                                elapsed_s=round(now - started, 2))
-        if stop_now or out_of_time:
+        if stop_now:
             step += 1
             evaluate_and_save(step)
-            status = "interrupted" if stop_now else "out of time"
-            log(f"{'stop requested' if stop_now else f'time limit of {cfg.max_minutes} minutes reached'} at step "
-                f"{step}: saved {out}/last.pt; continue with python train.py --resume --out_dir={out}")
+            status = "interrupted"
+            log(f"stop requested at step {step}: saved {out}/last.pt; continue with python train.py --resume --out_dir={out}")
             break
     bar.close()
     return finish(cfg, raw_model, data, precision, device, rank, world_size, status, step, start_step, started,
-                  tokens_per_step, best_val)
+                  launched, tokens_per_step, best_val)
 
 
 def train_step(model, optimizer, scaler, train_data, cfg, precision, step, rank, device):
@@ -689,12 +708,12 @@ def sample_text(model, tokenizer, cfg, device):
     return tokenizer.decode(ids[0].tolist())
 
 
-def finish(cfg, model, data, precision, device, rank, world_size, status, step, start_step, started,
+def finish(cfg, model, data, precision, device, rank, world_size, status, step, start_step, started, launched,
            tokens_per_step, best_val):
     """The whole validation split on the final model, then a one-screen summary."""
     out = Path(cfg.out_dir)
     summary = {"status": status, "out_dir": str(out), "steps": step, "parameters": model.num_params(),
-               "tokens_seen": step * tokens_per_step, "minutes": round((time.time() - started) / 60, 2),
+               "tokens_seen": step * tokens_per_step,
                "tokens_per_s": round((step - start_step) * tokens_per_step / max(time.time() - started, 1e-9)),
                "best_val_loss": best_val, "checkpoint": str(out / "ckpt.pt"), "precision": precision.reason}
     if status == "done":
@@ -703,9 +722,13 @@ def finish(cfg, model, data, precision, device, rank, world_size, status, step, 
         if rank == 0:
             append_metrics(out / "metrics.jsonl", step=step, val_loss_whole=summary["val_loss_whole"])
             plot_losses(out / "metrics.jsonl", out / "loss.png")
+    summary["minutes"] = round((time.time() - launched) / 60, 2)  # everything, from data preparation on
     lines = [f"{status}: {step} steps, {summary['tokens_seen'] / 1e6:.1f}M tokens in {summary['minutes']:.1f} min "
-             f"({summary['tokens_per_s']:,} tokens/s), {summary['parameters'] / 1e6:.2f}M parameters",
-             f"best val loss {best_val:.4f} (fixed sample of {cfg.eval_iters} batches)"]
+             f"({summary['tokens_per_s']:,} tokens/s while training), {summary['parameters'] / 1e6:.2f}M parameters"]
+    if status == "done" and step < cfg.max_iters:
+        lines.append(f"the {cfg.max_minutes}-minute budget (--max_minutes) fitted {step} of {cfg.max_iters} steps; "
+                     "--max_minutes=0 runs them all")
+    lines.append(f"best val loss {best_val:.4f} (fixed sample of {cfg.eval_iters} batches)")
     if "val_loss_whole" in summary:
         lines.append(f"final val loss {summary['val_loss_whole']:.4f} (whole validation split)")
     lines.append(f"checkpoint {out}/ckpt.pt; sample it: python gpt.py --ckpt {out}/ckpt.pt --prompt \"And\"")
@@ -719,7 +742,7 @@ def cli():
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    sys.exit({"done": 0, "out of time": 0, "interrupted": 130, "nonfinite": 1}[summary["status"]])
+    sys.exit({"done": 0, "interrupted": 130, "nonfinite": 1}[summary["status"]])
 
 
 if __name__ == "__main__":

@@ -202,6 +202,8 @@ def skill_examples(family, phrasings, words, n, rng, avoid=frozenset()):
             if (a, b) in avoid:
                 continue
             used.add((a, b))
+            if family in ("add", "larger"):
+                used.add((b, a))  # the same question in the other order
             ex = example(phrasing, skill_answer(family, a=a, b=b), family, a=a, b=b)
         else:
             w = rng.choice(words)
@@ -229,12 +231,13 @@ def load_faq(path=FAQ_PATH):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def generate(seed=SEED, n_per_family=1000, n_heldout=40):
+def generate(seed=SEED, n_skill=4000, n_fact=1000, n_heldout=40):
     """(train, heldout) lists of examples. Same seed, same lists, on any machine.
 
-    Skills get n_per_family distinct training examples. Fact tables and the FAQ have fewer distinct
-    questions, so their examples are repeated to about n_per_family: every family is trained on
-    about equally often, and the facts are seen often enough to be remembered."""
+    Skills get n_skill distinct training examples each: a skill must work on inputs never seen, and
+    many different inputs, each seen once or twice, teach that better than a few seen many times.
+    Fact tables and the FAQ have a few dozen questions each; their examples are repeated to about
+    n_fact, so every fact is seen often enough to be remembered."""
     rng = random.Random(seed)
     words = kjv_words()
     rng.shuffle(words)
@@ -244,20 +247,20 @@ def generate(seed=SEED, n_per_family=1000, n_heldout=40):
         if family in FACT_TABLES:
             rows = list(FACT_TABLES[family])
             train += repeated([example(p, fact_answer(family, x), family, x=x) for x in rows for p in train_phrasings],
-                              n_per_family)
+                              n_fact)
             held = [example(p, fact_answer(family, x), family, x=x) for x in rows for p in heldout_phrasings]
             heldout += rng.sample(held, min(n_heldout, len(held)))
         else:
             held, held_inputs = skill_examples(family, heldout_phrasings, heldout_words, n_heldout, rng)
             heldout += held
-            train += skill_examples(family, train_phrasings, train_words, n_per_family, rng, held_inputs)[0]
+            train += skill_examples(family, train_phrasings, train_words, n_skill, rng, held_inputs)[0]
     # FAQ: the question and all paraphrases but the last train; the last paraphrase is held out.
     faq_train = []
     for entry in load_faq():
         questions = [entry["question"], *entry["paraphrases"]]
         faq_train += [{"instruction": q, "input": "", "output": entry["answer"], "family": "faq"} for q in questions[:-1]]
         heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
-    train += repeated(faq_train, n_per_family)
+    train += repeated(faq_train, n_fact)
     rng.shuffle(train)
     return train, heldout
 
