@@ -57,10 +57,10 @@ class FinetuneConfig:
     freeze: str = "none"  # none, head or last_n
     unfreeze_layers: int = 1  # with --freeze=last_n: how many of the last blocks train
     # optimization
-    batch_size: int = 64
-    max_iters: int = 2000
-    lr: float = 1e-3
-    min_lr: float = 1e-4
+    batch_size: int = 32
+    max_iters: int = 4000  # the most steps; the time budget below usually ends the run first on a CPU
+    lr: float = 2e-3
+    min_lr: float = 2e-4
     warmup_iters: int = 50
     weight_decay: float = 0.0
     beta1: float = 0.9
@@ -76,7 +76,7 @@ class FinetuneConfig:
     compile: bool = False  # lengths change every batch, so compiling rarely pays off here
     seed: int = 1337
     resume: bool = False  # continue from out_dir/last.pt
-    max_minutes: float = 0.0  # time budget, start to report, as train.py's; 0: exactly max_iters steps
+    max_minutes: float = 4.5  # time budget, start to report, as in train.py; 0: exactly max_iters steps
 
     def __post_init__(self):
         choices = {"task": ("classify", "instruct"), "freeze": ("none", "head", "last_n"),
