@@ -114,9 +114,14 @@ def list_checkpoints(out_dir, describe=describe_checkpoint):
 
 
 def default_checkpoint(infos):
-    """The newest instruct checkpoint, so that finetuning and then opening the app lands in a chat
-    with the model just trained; without one, the newest of any kind."""
-    return next((info for info in infos if info.kind == "instruct"), infos[0])
+    """The newest instruct run's ckpt.pt, so that finetuning and then opening the app lands in a chat
+    with the model just trained (its last.pt, the resume state, is written a moment later and would
+    otherwise be the newest); without an instruct checkpoint, the newest of any kind."""
+    instruct = [info for info in infos if info.kind == "instruct"]
+    if not instruct:
+        return infos[0]
+    newest_run = instruct[0].path.parent
+    return next((info for info in instruct if info.path == newest_run / "ckpt.pt"), instruct[0])
 
 
 @dataclass

@@ -192,6 +192,22 @@ def test_listing_describes_checkpoints_and_reports_unreadable_ones(tmp_path, tok
     assert "old/ckpt.pt · pretrained · " in infos[1].label() and "val 1.500" in infos[1].label()
 
 
+def test_the_app_opens_on_the_newest_instruct_runs_ckpt_pt(tmp_path, tokenizer):
+    def save(name, kind, age):
+        gpt.save_checkpoint(tmp_path / name, tiny_gpt(tokenizer), tokenizer, kind=kind)
+        os.utime(tmp_path / name, (1e9 - age, 1e9 - age))
+
+    save("kjv/ckpt.pt", "pretrained", age=0)  # the newest file, but not a chat model
+    save("old_instruct/ckpt.pt", "instruct", age=300)
+    save("kjv_instruct/ckpt.pt", "instruct", age=200)
+    save("kjv_instruct/last.pt", "instruct", age=100)  # the resume state, written just after ckpt.pt
+    infos, _ = chat_app.list_checkpoints(tmp_path)
+    assert chat_app.default_checkpoint(infos).name == "kjv_instruct/ckpt.pt"
+    save("kjv/ckpt.pt", "pretrained", age=0)
+    infos, _ = chat_app.list_checkpoints(tmp_path / "kjv")  # no instruct checkpoint: the newest of any kind
+    assert chat_app.default_checkpoint(infos).name == "ckpt.pt"
+
+
 def test_loading_refuses_a_path_outside_out(tmp_path, tokenizer):
     gpt.save_checkpoint(tmp_path / "elsewhere.pt", tiny_gpt(tokenizer), tokenizer)
     (tmp_path / "out").mkdir()
