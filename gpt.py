@@ -3,8 +3,8 @@ gpt.py: a GPT you can read in one sitting, from raw text to sampled text.
 
 Reading order, which is also the order the ideas build on each other:
   1. tokenizers    text <-> integer ids (characters, then byte-level BPE)
-  2. attention     causal self-attention, first by hand, then the fused kernel
-  3. the model     MLP, Block, GPT (the GPT-2 architecture, scaled down)
+  2. attention     causal self-attention, first by hand, then the fused kernel; rotary positions
+  3. the model     MLP, Block, GPT (the GPT-2 architecture, scaled down, rotary positions optional)
   4. heads         a classifier on the GPT's hidden states, and how to freeze the backbone
   5. sampling      temperature, top-k, top-p, and a KV cache so each new token costs one step
   6. checkpoints   one file with config, weights and tokenizer, written atomically, loaded safely
