@@ -442,6 +442,16 @@ def test_resume_refuses_to_change_the_model_shape(corpus, tmp_path):
         train.main(tiny_run_args(corpus, tmp_path / "run") + ["--resume", "--no-rope"])
 
 
+def test_a_run_from_before_rotary_embeddings_resumes_with_its_learned_positions(corpus, tmp_path):
+    train.main(tiny_run_args(corpus, tmp_path / "run", max_iters=4, eval_interval=2) + ["--no-rope"])
+    ckpt = gpt.load_checkpoint(tmp_path / "run" / "last.pt")
+    del ckpt["train_config"]["rope"], ckpt["config"]["rope"]  # as such a checkpoint was written
+    torch.save(ckpt, tmp_path / "run" / "last.pt")
+    summary = train.main(tiny_run_args(corpus, tmp_path / "run", max_iters=6, eval_interval=2) + ["--resume"])
+    assert summary["status"] == "done" and summary["steps"] == 6
+    assert not gpt.load_checkpoint(tmp_path / "run" / "last.pt")["config"]["rope"]
+
+
 def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(corpus, tmp_path):
     summary = train.main(tiny_run_args(corpus, tmp_path / "run", lr=1e30, grad_clip=0, warmup_iters=0))
     assert summary["status"] == "nonfinite" and summary["steps"] < 20

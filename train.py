@@ -522,8 +522,11 @@ def resume_config(cfg, argv):
     if not path.exists():
         raise ConfigError(f"--resume: {path} does not exist; start the run without --resume")
     ckpt = load_checkpoint(path)
-    resumed = parse_config(TrainConfig, argv, base=ckpt["train_config"], base_source=str(path))
-    saved = {**asdict(TrainConfig()), **ckpt["train_config"]}  # runs from before a field existed had its default
+    # The model's own config says how its weights are laid out; runs from before rotary embeddings
+    # existed have no rope setting and learned positions.
+    saved = {**ckpt["train_config"], "rope": ckpt["config"].get("rope", False)}
+    resumed = parse_config(TrainConfig, argv, base=saved, base_source=str(path))
+    saved = {**asdict(TrainConfig()), **saved}  # any other field added since: its default
     changed = [f"{k} ({saved[k]!r} -> {getattr(resumed, k)!r})" for k in FIXED_ON_RESUME if getattr(resumed, k) != saved[k]]
     if changed:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming {cfg.out_dir}; use a new --out_dir")
