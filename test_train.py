@@ -138,6 +138,12 @@ def test_shipped_config_files_parse(path):
     assert parse_config(TrainConfig, ["--config", str(path)]).data in ("kjv", "shakespeare")
 
 
+@pytest.mark.parametrize("name", ["gpu.toml", "shakespeare_char.toml"])
+def test_long_run_configs_have_no_time_budget(name):
+    """The default's 4.5-minute budget would cut a GPU run of thousands of steps short."""
+    assert parse_config(TrainConfig, ["--config", str(ROOT / "config" / name)]).max_minutes == 0
+
+
 def test_cpu_config_file_is_exactly_the_default_run():
     assert parse_config(TrainConfig, ["--config", str(ROOT / "config" / "cpu.toml")]) == parse_config(TrainConfig, [])
 
