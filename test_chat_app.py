@@ -203,7 +203,6 @@ def test_the_app_opens_on_the_newest_instruct_runs_ckpt_pt(tmp_path, tokenizer):
     save("kjv_instruct/last.pt", "instruct", age=100)  # the resume state, written just after ckpt.pt
     infos, _ = chat_app.list_checkpoints(tmp_path)
     assert chat_app.default_checkpoint(infos).name == "kjv_instruct/ckpt.pt"
-    save("kjv/ckpt.pt", "pretrained", age=0)
     infos, _ = chat_app.list_checkpoints(tmp_path / "kjv")  # no instruct checkpoint: the newest of any kind
     assert chat_app.default_checkpoint(infos).name == "ckpt.pt"
 

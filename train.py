@@ -526,7 +526,6 @@ def resume_config(cfg, argv):
     # existed have no rope setting and learned positions.
     saved = {**ckpt["train_config"], "rope": ckpt["config"].get("rope", False)}
     resumed = parse_config(TrainConfig, argv, base=saved, base_source=str(path))
-    saved = {**asdict(TrainConfig()), **saved}  # any other field added since: its default
     changed = [f"{k} ({saved[k]!r} -> {getattr(resumed, k)!r})" for k in FIXED_ON_RESUME if getattr(resumed, k) != saved[k]]
     if changed:
         raise ConfigError(f"cannot change {', '.join(changed)} when resuming {cfg.out_dir}; use a new --out_dir")
