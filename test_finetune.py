@@ -2,13 +2,14 @@
 import contextlib
 import json
 import re
+from collections import Counter
 
 import pytest
 import torch
 
 import finetune
 from data.classify import load_labelled, split_by_label
-from data.instruct import PHRASINGS, generate, load_alpaca, load_faq
+from data.instruct import CAPITALS, PHRASINGS, TRAINING_EXAMPLES, casual_forms, generate, load_alpaca, load_faq
 from gpt import EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze, load_checkpoint, save_checkpoint
 from train import ConfigError
 
@@ -191,8 +192,11 @@ def test_bad_instruction_files_are_refused_with_their_location(tmp_path, name, t
 
 
 def phrasing_pattern(phrasing):
-    """A regex matching the prompts a phrasing produces, as instruction + newline + input."""
-    return re.compile(re.sub(r"\\{\w+\\}", ".+", re.escape(phrasing)) + ("" if "\n" in phrasing else "\n"))
+    """A regex matching the prompts a phrasing produces, as instruction + newline + input, in any case
+    and with or without its final stop (training also has each phrasing in lower case without it)."""
+    instruction, _, input = phrasing.partition("\n")
+    field = lambda text: re.sub(r"\\{\w+\\}", ".+", re.escape(text))  # noqa: E731
+    return re.compile(field(instruction.rstrip(".?!")) + r"[.?!]?\n" + field(input), re.IGNORECASE)
 
 
 def skill_input(ex):
@@ -220,6 +224,22 @@ def test_generated_instruction_set_is_deterministic_and_holds_out_phrasings_and_
     for family in ("capital", "symbol", "animal", "opposite", "faq"):
         assert {ex["output"] for ex in heldout if ex["family"] == family} <= {ex["output"] for ex in train}
     assert all(len(ex["output"]) <= 90 for ex in train)
+
+
+def test_casual_forms_keep_fields_and_the_input_line():
+    assert casual_forms("Write {W} in lower case.\n{W}") == ["Write {W} in lower case.\n{W}", "write {W} in lower case\n{W}"]
+    assert casual_forms("What is {x}'s symbol?") == ["What is {x}'s symbol?", "what is {x}'s symbol"]
+
+
+def test_generated_set_has_the_chosen_number_of_examples_per_family():
+    sizes = {family: 30 for family in TRAINING_EXAMPLES}
+    train, _ = generate(sizes=sizes)
+    counts = Counter(ex["family"] for ex in train)
+    for family in ("reverse", "upper", "lower", "count", "spell", "add", "subtract", "larger"):
+        assert counts[family] == 30, family
+    # Fact tables: every row equally often, at least once; the FAQ: every answer equally often.
+    assert counts["capital"] == len(CAPITALS) and counts["faq"] == len(load_faq())
+    assert set(Counter(ex["output"] for ex in train if ex["family"] == "opposite").values()) == {1}
 
 
 def test_every_faq_entry_is_trained_and_held_out_with_a_different_question():

@@ -6,8 +6,9 @@ The default set is generated, deterministically, from skills and small tables wr
           below 1000; say which of two numbers is larger
   facts   capitals, animal families ("dogs are canines"), chemical symbols, opposites
   faq     the questions of data/faq.jsonl, the FAQ the chat app also uses
-Every item comes in several phrasings. The held-out split tests generalisation, so it holds
-phrasings never seen in training, and for skills also words and numbers never seen in training.
+Every item comes in many phrasings. The held-out split tests generalisation, so it holds
+phrasings never seen in training (in any case or punctuation), and for skills also words and
+numbers never seen in training.
 Fact rows and FAQ answers are the same in both splits: a fact the model never saw cannot be known.
 
 Each example is {"instruction", "input", "output", "family"}, the Alpaca layout plus a family name
@@ -74,71 +75,129 @@ OPPOSITE_PAIRS = [
 OPPOSITES = dict(OPPOSITE_PAIRS) | {b: a for a, b in OPPOSITE_PAIRS}
 
 # Phrasings: the text before a newline is the instruction, the text after it the input, exactly as
-# gpt.instruction_ids lays out the prompt. Each family: (training phrasings, held-out phrasings).
+# gpt.instruction_ids lays out the prompt. Each family: (24 training phrasings, 2 held out). With 12
+# training phrasings the model keyed on whole sentences; with 24, each also in lower case without its
+# final stop (casual_forms), held-out phrasings score about as well as trained ones on new inputs.
 PHRASINGS = {
     "reverse": (["Reverse the word {w}.", "Reverse this word.\n{w}", "Write {w} backwards.", "Spell {w} backwards.",
                  "What is {w} reversed?", "Write this word backwards.\n{w}", "reverse {w}", "Reverse {w}, please.",
                  "Can you write {w} backwards?", "Reverse it.\n{w}", "What is this word backwards?\n{w}",
-                 "Give me {w} reversed."],
+                 "Give me {w} reversed.",
+                 "Flip {w} around.", "Reverse the spelling of {w}.", "Write {w} from the last letter to the first.",
+                 "Mirror the word {w}.", "What do you get if you reverse {w}?", "Backwards, please.\n{w}",
+                 "Flip this word.\n{w}", "Read this word from right to left.\n{w}", "How is {w} written backwards?",
+                 "Turn {w} back to front.", "Write the word {w} the other way round.", "I need {w} reversed."],
                 ["Write the letters of {w} in reverse order.", "Reverse the letters of this word.\n{w}"]),
     "upper": (["Write {w} in upper case.", "Convert this word to upper case.\n{w}", "Make {w} uppercase.",
                "Write {w} in capital letters.", "Uppercase this word.\n{w}", "Capitalize every letter of {w}.",
                "uppercase {w}", "Put {w} in capitals.", "Can you write {w} in upper case?", "Make it uppercase.\n{w}",
-               "Write this in capital letters.\n{w}", "Upper-case {w}, please."],
+               "Write this in capital letters.\n{w}", "Upper-case {w}, please.",
+               "Change {w} to upper case.", "Give me {w} in all caps.", "Write {w} in all caps.",
+               "All caps, please.\n{w}", "Change this word to capitals.\n{w}",
+               "Turn this word into upper case.\n{w}", "How is {w} written in upper case?",
+               "Print {w} in uppercase letters.", "Convert {w} to capitals.", "What is {w} in upper case?",
+               "Type this word in capitals.\n{w}", "Shout the word {w}."],
               ["Turn {w} into all capital letters.", "Rewrite this word in uppercase.\n{w}"]),
     "lower": (["Write {W} in lower case.", "Convert this word to lower case.\n{W}", "Make {W} lowercase.",
                "Write {W} in small letters.", "Lowercase this word.\n{W}", "Remove the capitals from {W}.",
                "lowercase {W}", "Put {W} in small letters.", "Can you write {W} in lower case?",
-               "Make it lowercase.\n{W}", "Write this in small letters.\n{W}", "Lower-case {W}, please."],
+               "Make it lowercase.\n{W}", "Write this in small letters.\n{W}", "Lower-case {W}, please.",
+               "Change {W} to lower case.", "Give me {W} without capitals.", "Write {W} with no capital letters.",
+               "Small letters, please.\n{W}", "Change this word to small letters.\n{W}",
+               "Turn this word into lower case.\n{W}", "How is {W} written in lower case?",
+               "Print {W} in lowercase letters.", "Convert {W} to small letters.", "What is {W} in lower case?",
+               "Type this word in small letters.\n{W}", "Stop shouting: write {W} in lower case."],
               ["Turn {W} into all small letters.", "Rewrite this word in lowercase.\n{W}"]),
     "count": (["How many letters are in {w}?", "Count the letters in this word.\n{w}", "How many letters does {w} have?",
                "Count the letters of {w}.", "What is the number of letters in {w}?",
                "How long is this word in letters?\n{w}", "count the letters in {w}", "How many letters in {w}?",
                "Letters in {w}?", "How many letters?\n{w}", "What is the length of {w}?",
-               "How long is the word {w}?"],
+               "How long is the word {w}?",
+               "How many characters are in {w}?", "Count the characters of this word.\n{w}",
+               "What is the letter count of {w}?", "Give the number of letters in {w}.",
+               "Number of letters in this word?\n{w}", "How many letters make up {w}?",
+               "How many letters make up this word?\n{w}", "Count {w}'s letters.",
+               "Find the length of {w} in letters.", "Tell me the length of {w}.",
+               "What is the number of characters in this word?\n{w}", "{w} has how many letters?"],
               ["Tell me how many letters {w} has.", "Count how many letters this word has.\n{w}"]),
     "spell": (["Spell {w}.", "Spell out this word letter by letter.\n{w}", "Spell the word {w}.", "How do you spell {w}?",
                "Spell {w} letter by letter.", "Spell this word.\n{w}", "spell {w}", "Spell {w}, please.",
-               "Can you spell {w}?", "Spell it.\n{w}", "Spell out {w}.", "How is this word spelled?\n{w}"],
+               "Can you spell {w}?", "Spell it.\n{w}", "Spell out {w}.", "How is this word spelled?\n{w}",
+               "Spell {w} out.", "Write {w} letter by letter.", "Give me the spelling of {w}.",
+               "Write out the letters of {w} with dashes.", "Spell this out.\n{w}", "Letter by letter, please.\n{w}",
+               "What is the spelling of {w}?", "Break {w} into letters.", "Spell this word for me.\n{w}",
+               "Split {w} into its letters.", "How do I spell {w}?", "Show the letters of {w} one by one."],
               ["Spell out {w} one letter at a time.", "Please spell this word out.\n{w}"]),
     "add": (["What is {a} plus {b}?", "Add {a} and {b}.", "{a} + {b} =", "What is the sum of {a} and {b}?",
              "Add these numbers.\n{a} + {b}", "Calculate {a} + {b}.", "what is {a} + {b}", "Add {b} to {a}.",
-             "What do {a} and {b} add up to?", "Add.\n{a} + {b}", "What is the sum?\n{a} + {b}", "{a} plus {b}?"],
+             "What do {a} and {b} add up to?", "Add.\n{a} + {b}", "What is the sum?\n{a} + {b}", "{a} plus {b}?",
+             "{a} plus {b} equals what?", "Sum {a} and {b}.", "What is {a} + {b}?", "Compute {a} + {b}.",
+             "Work out {a} plus {b}.", "What do you get when you add {a} and {b}?", "Add these two.\n{a} + {b}",
+             "Calculate.\n{a} + {b}", "What is the total of {a} and {b}?", "Give the sum of {a} and {b}.",
+             "Compute this sum.\n{a} + {b}", "Total of these numbers?\n{a} + {b}"],
             ["How much is {a} plus {b}?", "Find the sum of these two numbers.\n{a} + {b}"]),
     "subtract": (["What is {a} minus {b}?", "Subtract {b} from {a}.", "{a} - {b} =", "What is {a} take away {b}?",
                   "Subtract these numbers.\n{a} - {b}", "Calculate {a} - {b}.", "what is {a} - {b}",
                   "Take {b} from {a}.", "What is the difference between {a} and {b}?", "Subtract.\n{a} - {b}",
-                  "What is the difference?\n{a} - {b}", "{a} minus {b}?"],
+                  "What is the difference?\n{a} - {b}", "{a} minus {b}?",
+                  "{a} minus {b} equals what?", "What is {a} - {b}?", "Compute {a} - {b}.",
+                  "Work out {a} minus {b}.", "What do you get when you take {b} from {a}?",
+                  "Subtract these two.\n{a} - {b}", "Calculate.\n{a} - {b}",
+                  "What is left when {b} is taken from {a}?", "Give the difference of {a} and {b}.",
+                  "Compute this difference.\n{a} - {b}", "Take away.\n{a} - {b}", "Deduct {b} from {a}."],
                  ["How much is {a} minus {b}?", "Find the difference of these numbers.\n{a} - {b}"]),
     "larger": (["Which is larger, {a} or {b}?", "Which number is bigger: {a} or {b}?", "What is the larger of {a} and {b}?",
                 "Pick the larger number.\n{a} or {b}", "Which is greater, {a} or {b}?",
                 "Which of these numbers is larger?\n{a} or {b}", "larger of {a} and {b}", "Is {a} or {b} bigger?",
                 "Which is more, {a} or {b}?", "Which is bigger?\n{a} or {b}", "Name the greater number.\n{a} or {b}",
-                "Which number is larger, {a} or {b}?"],
+                "Which number is larger, {a} or {b}?",
+                "Which is the greater number, {a} or {b}?", "Which is higher, {a} or {b}?",
+                "Which number is more: {a} or {b}?", "Give the bigger of {a} and {b}.",
+                "Compare {a} and {b} and give the larger.", "Which is the largest?\n{a} or {b}",
+                "Bigger number?\n{a} or {b}", "Choose the greater.\n{a} or {b}", "Max of {a} and {b}?",
+                "What is the maximum of {a} and {b}?", "Which one is bigger, {a} or {b}?",
+                "Pick the bigger one.\n{a} or {b}"],
                ["Which is the bigger number, {a} or {b}?", "Tell me the larger number.\n{a} or {b}"]),
     "capital": (["What is the capital of {x}?", "Name the capital of {x}.", "Which city is the capital of {x}?",
                  "Tell me the capital city of {x}.", "What city is the capital of {x}?",
                  "What is the capital city of this country?\n{x}", "capital of {x}", "Do you know the capital of {x}?",
                  "Capital of {x}?", "Name this country's capital.\n{x}", "What is the capital?\n{x}",
-                 "Where is the capital of {x}?"],
+                 "Where is the capital of {x}?",
+                 "What's the capital of {x}?", "Name {x}'s capital.", "What city is {x} governed from?",
+                 "Tell me the capital.\n{x}", "Capital city?\n{x}", "What is the capital city of {x}?",
+                 "The capital of {x} is which city?", "In which city is the government of {x}?",
+                 "Which capital belongs to {x}?", "Give the capital of {x}.",
+                 "Name the capital of this country.\n{x}", "{x} has which city as its capital?"],
                 ["What is {x}'s capital city?", "Which city is this country's capital?\n{x}"]),
     "animal": (["What family do {x} belong to?", "What kind of animals are {x}?", "Which animal family are {x} in?",
                 "Tell me the family of {x}.", "Which family of animals do {x} belong to?",
                 "What animal family is this?\n{x}", "family of {x}", "What are {x}?", "What family are {x}?",
                 "What family is this animal in?\n{x}", "Name the family.\n{x}",
-                "What animal family do {x} belong to?"],
+                "What animal family do {x} belong to?",
+                "What family are {x} part of?", "{x} belong to which family?", "Which family includes {x}?",
+                "Give the family of {x}.", "What group of animals are {x}?", "Animal family?\n{x}",
+                "Which family?\n{x}", "Tell me the animal family.\n{x}", "Classify {x} by family.",
+                "What family of animals are {x}?", "Say which family this is.\n{x}", "{x} are in which family?"],
                ["Name the animal family of {x}.", "To which family do these animals belong?\n{x}"]),
     "symbol": (["What is the chemical symbol for {x}?", "Give the chemical symbol of {x}.", "What is the symbol of {x}?",
                 "Write the chemical symbol for {x}.", "Which symbol stands for {x}?",
                 "What is the chemical symbol of this element?\n{x}", "symbol for {x}", "What is {x}'s symbol?",
                 "Chemical symbol of {x}?", "Give this element's symbol.\n{x}", "What is the symbol?\n{x}",
-                "How is {x} written in chemistry?"],
+                "How is {x} written in chemistry?",
+                "What is the symbol for {x}?", "Which letters stand for {x}?", "Give the symbol for {x}.",
+                "How do chemists write {x}?", "Element symbol?\n{x}", "Symbol, please.\n{x}",
+                "What is the chemical symbol?\n{x}", "Write the symbol of {x}.", "What symbol does {x} have?",
+                "Name the symbol of {x}.", "What letters represent {x}?", "Give the symbol.\n{x}"],
                ["Tell me the element symbol for {x}.", "Give the symbol of this chemical element.\n{x}"]),
     "opposite": (["What is the opposite of {x}?", "Give the opposite of {x}.", "Name the opposite of {x}.",
                   "What is the antonym of {x}?", "Tell me the opposite of {x}.",
                   "What is the opposite of this word?\n{x}", "opposite of {x}", "What's the opposite of {x}?",
                   "Opposite of {x}?", "Antonym of this word?\n{x}", "What is the opposite?\n{x}",
-                  "What word means the opposite of {x}?"],
+                  "What word means the opposite of {x}?",
+                  "Give an antonym for {x}.", "What word is opposite to {x}?", "Opposite, please.\n{x}",
+                  "Name the antonym of {x}.", "What is the antonym?\n{x}", "Say the opposite of {x}.",
+                  "What means the opposite of {x}?", "Give the opposite word.\n{x}", "What's the antonym of {x}?",
+                  "The opposite of {x} is what?", "Tell me the antonym of {x}.", "What is the contrary of {x}?"],
                  ["Which word is the opposite of {x}?", "Give me the antonym of this word.\n{x}"]),
 }
 
@@ -148,6 +207,13 @@ FACT_TABLES = {
     "symbol": CHEMICAL_SYMBOLS,
     "opposite": OPPOSITES,
 }
+
+
+# Training examples per family, measured (README): a run of about 2,000 steps of 32 sees each about
+# twice. Skills learned quickly (case, larger) get fewer; tables with many rows (opposites) get more.
+TRAINING_EXAMPLES = {"reverse": 4000, "upper": 2000, "lower": 2000, "count": 4000, "spell": 3500, "add": 2000,
+                     "subtract": 2000, "larger": 3500, "capital": 2000, "animal": 1000, "symbol": 1200,
+                     "opposite": 3000, "faq": 2000}
 
 
 def skill_answer(family, w="", a=0, b=0):
@@ -221,9 +287,17 @@ def kjv_words():
     return sorted(word for word, n in counts.items() if n >= 3)
 
 
-def repeated(examples, n):
-    """The examples, repeated whole as often as it takes to get closest to n."""
-    return examples * max(1, round(n / len(examples)))
+def casual_forms(phrasing):
+    """The phrasing as written, and as people type it: in lower case, without the final stop. (Four
+    more forms, with a greeting, please or thanks, made prompts longer and learning slower: the
+    5-minute run fitted even its training examples worse, README.)"""
+    instruction, newline, input = phrasing.partition("\n")
+    return [form + newline + input for form in (instruction, lower_case(instruction.rstrip(".?!")))]
+
+
+def lower_case(text):
+    """text in lower case, except its {fields}: {W} stands for an upper-case word."""
+    return "".join(part if re.fullmatch(r"\{\w+\}", part) else part.lower() for part in re.split(r"(\{\w+\})", text))
 
 
 def load_faq(path=FAQ_PATH):
@@ -231,36 +305,40 @@ def load_faq(path=FAQ_PATH):
         return [json.loads(line) for line in f if line.strip()]
 
 
-def generate(seed=SEED, n_skill=4000, n_fact=1000, n_heldout=40):
+def generate(seed=SEED, sizes=None, n_heldout=40):
     """(train, heldout) lists of examples. Same seed, same lists, on any machine.
 
-    Skills get n_skill distinct training examples each: a skill must work on inputs never seen, and
-    many different inputs, each seen once or twice, teach that better than a few seen many times.
-    Fact tables and the FAQ have a few dozen questions each; their examples are repeated to about
-    n_fact, so every fact is seen often enough to be remembered."""
+    sizes: training examples per family, default TRAINING_EXAMPLES. A skill's examples are distinct:
+    a skill must work on inputs never seen, and many different inputs, each seen once or twice, teach
+    that better than a few seen many times. A fact table's rows (or the FAQ's answers) come equally
+    often, each time in a phrasing drawn at random, so that every fact is seen often enough to be
+    remembered and never tied to one wording."""
+    sizes = TRAINING_EXAMPLES | (sizes or {})
     rng = random.Random(seed)
     words = kjv_words()
     rng.shuffle(words)
     heldout_words, train_words = words[: len(words) // 5], words[len(words) // 5:]
     train, heldout = [], []
     for family, (train_phrasings, heldout_phrasings) in PHRASINGS.items():
+        train_phrasings = [form for phrasing in train_phrasings for form in casual_forms(phrasing)]
         if family in FACT_TABLES:
             rows = list(FACT_TABLES[family])
-            train += repeated([example(p, fact_answer(family, x), family, x=x) for x in rows for p in train_phrasings],
-                              n_fact)
+            train += [example(rng.choice(train_phrasings), fact_answer(family, x), family, x=x)
+                      for x in rows for _ in range(max(1, round(sizes[family] / len(rows))))]
             held = [example(p, fact_answer(family, x), family, x=x) for x in rows for p in heldout_phrasings]
             heldout += rng.sample(held, min(n_heldout, len(held)))
         else:
             held, held_inputs = skill_examples(family, heldout_phrasings, heldout_words, n_heldout, rng)
             heldout += held
-            train += skill_examples(family, train_phrasings, train_words, n_skill, rng, held_inputs)[0]
+            train += skill_examples(family, train_phrasings, train_words, sizes[family], rng, held_inputs)[0]
     # FAQ: the question and all paraphrases but the last train; the last paraphrase is held out.
-    faq_train = []
-    for entry in load_faq():
+    faq = load_faq()
+    for entry in faq:
         questions = [entry["question"], *entry["paraphrases"]]
-        faq_train += [{"instruction": q, "input": "", "output": entry["answer"], "family": "faq"} for q in questions[:-1]]
+        forms = [form for q in questions[:-1] for form in casual_forms(q)]
+        train += [{"instruction": rng.choice(forms), "input": "", "output": entry["answer"], "family": "faq"}
+                  for _ in range(max(1, round(sizes["faq"] / len(faq))))]
         heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
-    train += repeated(faq_train, n_fact)
     rng.shuffle(train)
     return train, heldout
 
