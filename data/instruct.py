@@ -76,8 +76,9 @@ OPPOSITES = dict(OPPOSITE_PAIRS) | {b: a for a, b in OPPOSITE_PAIRS}
 
 # Phrasings: the text before a newline is the instruction, the text after it the input, exactly as
 # gpt.instruction_ids lays out the prompt. Each family: (24 training phrasings, 2 held out). With 12
-# training phrasings the model keyed on whole sentences; with 24, each also in lower case without its
-# final stop (casual_forms), held-out phrasings score about as well as trained ones on new inputs.
+# training phrasings the model keyed on whole sentences (upper case: 97% in trained phrasings, 30% in
+# new ones); with 24, each also in lower case without its final stop (casual_forms), it closed for
+# the case skills and the fact tables, while spelling, reversal and counting still lose much (README).
 PHRASINGS = {
     "reverse": (["Reverse the word {w}.", "Reverse this word.\n{w}", "Write {w} backwards.", "Spell {w} backwards.",
                  "What is {w} reversed?", "Write this word backwards.\n{w}", "reverse {w}", "Reverse {w}, please.",
@@ -209,8 +210,9 @@ FACT_TABLES = {
 }
 
 
-# Training examples per family, measured (README): a run of about 2,000 steps of 32 sees each about
-# twice. Skills learned quickly (case, larger) get fewer; tables with many rows (opposites) get more.
+# Training examples per family, measured (README): a 5-minute run of about 2,400 steps of 32 sees
+# each about 2.5 times. Add and subtract stayed near 0% at any share, so they get few; upper and lower
+# case made copy errors at 2,000 and get more; tables with many rows (opposites) get more than small ones.
 TRAINING_EXAMPLES = {"reverse": 4000, "upper": 3000, "lower": 3000, "count": 3500, "spell": 3500, "add": 1000,
                      "subtract": 1000, "larger": 3000, "capital": 2000, "animal": 1000, "symbol": 1000,
                      "opposite": 2500, "faq": 1500}
@@ -336,8 +338,9 @@ def generate(seed=SEED, sizes=None, n_heldout=40):
     for entry in faq:
         questions = [entry["question"], *entry["paraphrases"]]
         forms = [form for q in questions[:-1] for form in casual_forms(q)]
-        train += [{"instruction": rng.choice(forms), "input": "", "output": entry["answer"], "family": "faq"}
-                  for _ in range(max(1, round(sizes["faq"] / len(faq))))]
+        rng.shuffle(forms)  # then taken in turn: with as many examples as forms, every question trains
+        train += [{"instruction": forms[i % len(forms)], "input": "", "output": entry["answer"], "family": "faq"}
+                  for i in range(max(1, round(sizes["faq"] / len(faq))))]
         heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
     rng.shuffle(train)
     return train, heldout
