@@ -299,7 +299,13 @@ def casual_forms(phrasing):
 
 def lower_case(text):
     """text in lower case, except its {fields}: {W} stands for an upper-case word."""
-    return "".join(part if re.fullmatch(r"\{\w+\}", part) else part.lower() for part in re.split(r"(\{\w+\})", text))
+    parts = re.split(r"(\{\w+\})", text)  # odd positions hold the fields
+    return "".join(part if i % 2 else part.lower() for i, part in enumerate(parts))
+
+
+def times_each(total, distinct):
+    """How often each of `distinct` items comes so that there are about `total` examples; at least once."""
+    return max(1, round(total / distinct))
 
 
 def load_faq(path=FAQ_PATH):
@@ -326,7 +332,7 @@ def generate(seed=SEED, sizes=None, n_heldout=40):
         if family in FACT_TABLES:
             rows = list(FACT_TABLES[family])
             train += [example(rng.choice(train_phrasings), fact_answer(family, x), family, x=x)
-                      for x in rows for _ in range(max(1, round(sizes[family] / len(rows))))]
+                      for x in rows for _ in range(times_each(sizes[family], len(rows)))]
             held = [example(p, fact_answer(family, x), family, x=x) for x in rows for p in heldout_phrasings]
             heldout += rng.sample(held, min(n_heldout, len(held)))
         else:
@@ -340,7 +346,7 @@ def generate(seed=SEED, sizes=None, n_heldout=40):
         forms = [form for q in questions[:-1] for form in casual_forms(q)]
         rng.shuffle(forms)  # then taken in turn: with as many examples as forms, every question trains
         train += [{"instruction": forms[i % len(forms)], "input": "", "output": entry["answer"], "family": "faq"}
-                  for i in range(max(1, round(sizes["faq"] / len(faq))))]
+                  for i in range(times_each(sizes["faq"], len(faq)))]
         heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
     rng.shuffle(train)
     return train, heldout
