@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 import gpt
+from data.faq import FaqEntry, faq_entry, load_faq  # noqa: F401  (FaqEntry, faq_entry: used by test_chat_app)
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Settings
@@ -149,48 +150,7 @@ def load_shared_model(path, out_dir, device):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 3. The FAQ: answer known questions exactly
-
-
-@dataclass(frozen=True)
-class FaqEntry:
-    question: str
-    answer: str
-    paraphrases: tuple = ()
-
-
-FAQ_FIELDS = ("a JSON object with non-empty strings 'question' and 'answer' "
-              "(and optionally 'paraphrases', a list of strings)")
-
-
-def faq_entry(row, where):
-    if not isinstance(row, dict):
-        raise ValueError(f"{where}: expected {FAQ_FIELDS}")
-    missing = [key for key in ("question", "answer") if not isinstance(row.get(key), str) or not row[key].strip()]
-    if missing:
-        raise ValueError(f"{where}: missing or empty {' and '.join(map(repr, missing))}: expected {FAQ_FIELDS}")
-    paraphrases = row.get("paraphrases", [])
-    if isinstance(paraphrases, str):
-        paraphrases = [paraphrases]
-    if not isinstance(paraphrases, list) or not all(isinstance(p, str) for p in paraphrases):
-        raise ValueError(f"{where}: 'paraphrases' must be a list of strings")
-    return FaqEntry(row["question"].strip(), row["answer"].strip(), tuple(p.strip() for p in paraphrases if p.strip()))
-
-
-def load_faq(path):
-    """The entries of a JSON-lines FAQ. Blank lines and unknown fields are ignored; a line that is not
-    JSON, or lacks a question or an answer, is an error naming file and line."""
-    entries = []
-    with open(path, encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{line_no}: not valid JSON ({e.msg}): expected {FAQ_FIELDS}") from None
-            entries.append(faq_entry(row, f"{path}:{line_no}"))
-    return entries
+# 3. The FAQ: answer known questions exactly (data/faq.py reads the file)
 
 
 def char_ngrams(text, sizes=(3, 4)):

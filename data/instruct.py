@@ -5,7 +5,7 @@ The default set is generated, deterministically, from skills and small tables wr
   skills  reverse, upper-case, lower-case, count or spell out a word; add or subtract two numbers
           below 1000; say which of two numbers is larger
   facts   capitals, animal families ("dogs are canines"), chemical symbols, opposites
-  faq     the questions of data/faq.jsonl, the FAQ the chat app also uses
+  faq     the questions of data/faq.jsonl (read by data/faq.py), the FAQ the chat app also uses
 Every item comes in many phrasings. The held-out split tests generalisation, so it holds
 phrasings never seen in training (in any case or punctuation), and for skills also words and
 numbers never seen in training.
@@ -13,6 +13,9 @@ Fact rows and FAQ answers are the same in both splits: a fact the model never sa
 
 Each example is {"instruction", "input", "output", "family"}, the Alpaca layout plus a family name
 for per-family scores. `python -m data.instruct` writes both splits to data/instruct/ to read them.
+
+A user's own set (load_alpaca) is a JSON list of {"instruction", "input", "output"} objects, or one
+such object per line (JSON lines); "input" may be left out.
 """
 import json
 import os
@@ -20,10 +23,12 @@ import random
 import re
 from collections import Counter
 
+from data import DataError, decode_utf8, read_bytes
+from data.faq import load_faq
+from data.jsonl import json_type, parse_jsonl
 from data.prepare import kjv_text
 
 SEED = 1337
-FAQ_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "faq.jsonl")
 
 # Families whose answer is a change of case: there, exact match must not ignore case.
 CASE_SENSITIVE_FAMILIES = ("upper", "lower")
@@ -308,11 +313,6 @@ def times_each(total, distinct):
     return max(1, round(total / distinct))
 
 
-def load_faq(path=FAQ_PATH):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def generate(seed=SEED, sizes=None, n_heldout=40):
     """(train, heldout) lists of examples. Same seed, same lists, on any machine.
 
@@ -342,56 +342,67 @@ def generate(seed=SEED, sizes=None, n_heldout=40):
     # FAQ: the question and all paraphrases but the last train; the last paraphrase is held out.
     faq = load_faq()
     for entry in faq:
-        questions = [entry["question"], *entry["paraphrases"]]
+        questions = [entry.question, *entry.paraphrases]
         forms = [form for q in questions[:-1] for form in casual_forms(q)]
         rng.shuffle(forms)  # then taken in turn: with as many examples as forms, every question trains
-        train += [{"instruction": forms[i % len(forms)], "input": "", "output": entry["answer"], "family": "faq"}
+        train += [{"instruction": forms[i % len(forms)], "input": "", "output": entry.answer, "family": "faq"}
                   for i in range(times_each(sizes["faq"], len(faq)))]
-        heldout.append({"instruction": questions[-1], "input": "", "output": entry["answer"], "family": "faq"})
+        heldout.append({"instruction": questions[-1], "input": "", "output": entry.answer, "family": "faq"})
     rng.shuffle(train)
     return train, heldout
 
 
+INSTRUCT_FILES = "a .json or .jsonl file"
+
+
 def load_alpaca(path):
-    """A user's instruction set: a JSON list, or JSON lines, of {"instruction", "input", "output"}
-    ("input" may be missing). Raises ValueError naming the file and line of the first bad record."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
+    """A user's instruction set, as examples like generate's (family "all" unless a record names
+    one). Raises DataError naming the file and the line (or record) of the first bad one."""
+    raw = read_bytes(path, INSTRUCT_FILES)
+    text = decode_utf8(path, raw)
     if text.lstrip().startswith("["):
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
-        lines = [None] * len(records)  # a JSON list has no line per record: report its position
+        records = [(f"{path}: record {i}", record) for i, record in enumerate(json_list(path, text), start=1)]
+    elif single_object(text):
+        raise DataError(f"{path}: expected a JSON list of objects (or one object per line), found a single object")
     else:
-        records, lines = [], []
-        for lineno, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            lines.append(lineno)
+        records = [(f"{path}:{number}", record) for number, record in parse_jsonl(path, raw)[0]]
     if not records:
-        raise ValueError(f"{path}: no examples found (expected a JSON list or JSON lines of instruction/output)")
-    return [alpaca_example(path, r, i, line) for i, (r, line) in enumerate(zip(records, lines))]
+        raise DataError(f"{path}: no examples found (expected a JSON list or JSON lines of instruction/output)")
+    return [alpaca_example(where, record) for where, record in records]
 
 
-def alpaca_example(path, record, index, lineno):
-    where = f"{path}:{lineno}" if lineno else f"{path}: record {index + 1}"
+def json_list(path, text):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg}, column {e.colno})") from None
+
+
+def single_object(text):
+    """Whether text is one JSON object written over several lines (pretty-printed), which is neither
+    a list nor JSON lines."""
+    if "\n" not in text.strip():
+        return False  # an object on one line is a JSON lines file of one example
+    try:
+        return isinstance(json.loads(text), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def alpaca_example(where, record):
     if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected an object with instruction, input and output fields")
+        raise DataError(f"{where}: expected an object with instruction and output (input is optional), "
+                        f"found {json_type(record)}")
     missing = [k for k in ("instruction", "output") if k not in record]
     if missing:
-        raise ValueError(f"{where}: missing field(s) {', '.join(missing)}; "
-                         f"each example needs instruction and output (input is optional)")
+        raise DataError(f"{where}: missing field(s) {', '.join(missing)}; "
+                        f"each example needs instruction and output (input is optional)")
     fields = {k: record.get(k, "") for k in ("instruction", "input", "output")}
     for key, value in fields.items():
         if not isinstance(value, str):
-            raise ValueError(f"{where}: field {key} must be a string, got {type(value).__name__}")
+            raise DataError(f"{where}: field {key} must be a string, got {type(value).__name__}")
     if not fields["instruction"].strip() or not fields["output"].strip():
-        raise ValueError(f"{where}: empty instruction or output")
+        raise DataError(f"{where}: empty instruction or output")
     return {**fields, "family": str(record.get("family", "all"))}
 
 

@@ -31,15 +31,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # so `python data/prepare.py` finds gpt.py
+from data import DataError, decode_utf8, read_bytes  # noqa: E402  (DataError: train.py imports it from here)
 from gpt import BPETokenizer, CharTokenizer, tokenizer_from_dict  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parent
 CACHE_FORMAT = 1  # bump when the layout of the prepared files changes
 VAL_FRACTION = 0.1
-
-
-class DataError(ValueError):
-    """A corpus that cannot be used, with a message that says what to do about it."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -133,16 +130,7 @@ def _verified(raw, source, remedy):
 
 def read_text_file(path, block_size):
     """The text of a user's corpus, refused with a clear message if it cannot train a model."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file (expected a UTF-8 text file, or --data=kjv or --data=shakespeare)")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path} is not UTF-8: byte offset {e.start} (line {line}) is {raw[e.start:e.start + 1]!r}; "
-                        "convert it first, e.g. `iconv -f latin1 -t utf-8 in.txt > out.txt`") from None
+    text = decode_utf8(path, read_bytes(path, "a UTF-8 text file, or --data=kjv or --data=shakespeare"))
     if len(text) < block_size + 1:
         raise DataError(f"{path} has {len(text)} characters; a corpus needs at least block_size+1 = {block_size + 1} "
                         "(one context plus the character that follows it)")
