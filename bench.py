@@ -20,7 +20,6 @@ turns, round after round, so a burst of load from other programs hits them all a
 the median over rounds, and a speed-up (bf16 over fp32, cache over no cache) is the median of the
 speed-ups measured within each round.
 """
-import itertools
 import json
 import os
 import platform
@@ -36,7 +35,9 @@ import numpy as np
 import torch
 
 from gpt import GPT, GPTConfig, pick_device
-from train import ConfigError, TrainConfig, autocast, build_optimizer, choose_precision, parse_config, train_step
+from train import TrainConfig, train_batches
+from trainer import (ConfigError, Training, autocast, build_optimizers, check_range, choose_precision, parse_config,
+                     train_step)
 
 
 @dataclass
@@ -53,6 +54,11 @@ class BenchConfig:
     isolate: bool = True  # one fresh process per case, so its peak memory is its own
     out: str = "out/bench.json"
     case: str = ""  # run only this case, in this process, and print its result as JSON (how --isolate works)
+
+    def __post_init__(self):
+        for key, interval in {"rounds": "[1, inf)", "seconds": "(0, inf)", "gen_tokens": "[1, inf)",
+                              "threads": "[0, inf)"}.items():
+            check_range(key, getattr(self, key), interval)
 
 
 # (n_layer, n_head, n_embd, block_size, batch_size, rope)
@@ -177,16 +183,16 @@ def measure_training(case, cfg, device):
                             batch_size=batch_size, dtype=DTYPES[case["dtype"]], compile=case["option"] == "compile")
     tokens = np.random.default_rng(0).integers(0, c.vocab_size, size=100_000).astype(np.uint16)
     start = time.perf_counter()
-    precision = choose_precision(device, train_cfg.dtype, train_cfg.compile, model, c.block_size)
+    precision = choose_precision(device, train_cfg.dtype, train_cfg.compile, model)
     result = {"decide_s": time.perf_counter() - start, "decision": precision.reason} if case["dtype"] == "auto" else {}
     result["dtype_used"] = str(precision.autocast_dtype or torch.float32).removeprefix("torch.")
-    optimizer = build_optimizer(model, train_cfg.lr, train_cfg.weight_decay, (train_cfg.beta1, train_cfg.beta2), device.type)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
-    compiled = torch.compile(model) if precision.compile else model
-    steps = itertools.count()
+    t = Training(model, torch.compile(model) if precision.compile else model,
+                 build_optimizers(model, train_cfg, device.type),
+                 torch.amp.GradScaler(device.type, enabled=precision.grad_scaler), precision)
+    batches = train_batches(tokens, replace(train_cfg, max_iters=10**9), device)(0, 0, 1)
 
     def one_step():
-        train_step(compiled, optimizer, scaler, tokens, train_cfg, precision, next(steps), 0, device)
+        train_step(t, batches, train_cfg, device)
 
     start = time.perf_counter()
     one_step()  # warm-up: allocation, kernel choice, and compilation when compiling
@@ -357,8 +363,6 @@ def run_bench(cfg):
     names = list(DEFAULT_CASES) if cfg.cases == "default" else [n.strip() for n in cfg.cases.split(",") if n.strip()]
     for name in names:
         parse_case(name)
-    if cfg.rounds < 1 or cfg.seconds <= 0 or cfg.gen_tokens < 1:
-        raise ConfigError("--rounds and --gen_tokens must be at least 1 and --seconds above 0")
     try:
         device = pick_device(cfg.device)
     except ValueError as e:

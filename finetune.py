@@ -10,10 +10,13 @@ finetune.py: teach a pretrained GPT (from train.py) a task.
 --init is a train.py checkpoint, by default out/kjv/ckpt.pt from `python train.py`. --init=scratch
 trains the default pretraining architecture from random weights, to show what pretraining buys.
 
+Every task splits its examples three ways: training, validation (evaluated every eval_interval steps;
+the best model is kept as ckpt.pt, and the run stops early once it stops improving) and a held-out
+test set, scored once at the end on the best model.
+
 Writes out/RUN/: ckpt.pt (kind "classifier" with its labels, or "instruct"), last.pt (full state,
 for --resume), metrics.jsonl, loss.png, and report.json with the scores also printed at the end.
-
-Configuration, precision, optimizer, schedule, logging and resume state come from train.py.
+The training loop, resume, time budget and the rest are trainer.py's, shared with train.py.
 """
 import itertools
 import json
@@ -21,7 +24,7 @@ import math
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,63 +33,47 @@ from tqdm import tqdm
 
 from data.classify import Labelled, load_labelled, split_by_label
 from data.instruct import CASE_SENSITIVE_FAMILIES, generate, load_alpaca
-from data.prepare import kjv_verses
-from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, freeze,
-                 instruction_ids, load_checkpoint, model_from_checkpoint, pick_device, save_checkpoint,
-                 tokenizer_from_dict)
-from train import (ConfigError, DataError, TrainConfig, append_metrics, autocast, build_optimizer, choose_precision,
-                   evaluate, fitted_horizon, log, lr_at, model_config, parse_config, plot_losses, read_metrics, rng_state,
-                   set_rng_state, stop_requests)
+from data.prepare import DataError, kjv_verses
+from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, CheckpointError, GPTClassifier, freeze, instruction_ids,
+                 load_checkpoint, model_from_checkpoint, tokenizer_from_dict)
+from train import TrainConfig, model_config
+from trainer import (ConfigError, RunConfig, Task, evaluate, exit_code, log, parse_config, refuse_changes,
+                     resume_checkpoint, start_run, train_loop, write_atomically)
 
 # ----------------------------------------------------------------------------------------------------
-# Configuration: train.py's dataclass-driven parsing, with defaults that depend on the task
+# Configuration: the fields below, plus the run settings every script shares (trainer.RunConfig)
 
 DEFAULT_INIT = "out/kjv/ckpt.pt"  # what `python train.py` writes
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunConfig):
     """Finetune a pretrained GPT to classify texts or to follow instructions. The defaults below are
     for --task=instruct; --task=classify changes some of them (finetune.TASK_DEFAULTS)."""
 
     task: str = ""  # classify or instruct
     init: str = DEFAULT_INIT  # a train.py checkpoint, or scratch for random weights
     data: str = ""  # empty: the built-in set; classify: .csv, .tsv or .jsonl; instruct: .json or .jsonl
-    out_dir: str = ""  # default: out/<init run>_<task>[_<data name>]
+    max_epochs: int = 10  # the most passes over the training examples: a small file is not learned by heart
     # classify only: which parameters train (gpt.freeze)
     freeze: str = "none"  # none, head or last_n
     unfreeze_layers: int = 1  # with --freeze=last_n: how many of the last blocks train
-    # optimization
+    n_examples: int = 13  # example answers shown in the instruct report
+    # the shared settings, with defaults measured for instruction tuning (README)
     batch_size: int = 32
-    max_iters: int = 4000  # the most steps; the time budget below usually ends the run first on a CPU
+    max_iters: int = 4000
     lr: float = 2e-3
     min_lr: float = 2e-4
     warmup_iters: int = 50
     weight_decay: float = 0.0
-    beta1: float = 0.9
-    beta2: float = 0.99
-    grad_clip: float = 1.0  # 0 turns clipping off
-    # evaluation and logging
     eval_interval: int = 500
-    log_interval: int = 10
-    n_examples: int = 13  # example answers shown in the report
-    # system
-    device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
-    dtype: str = "auto"  # auto, float32, bfloat16 or float16
     compile: bool = False  # lengths change every batch, so compiling rarely pays off here
-    seed: int = 1337
-    resume: bool = False  # continue from out_dir/last.pt
-    max_minutes: float = 4.5  # time budget, start to report, as in train.py; 0: exactly max_iters steps
+
+    RANGES = RunConfig.RANGES | {"max_epochs": "[1, inf)", "unfreeze_layers": "[0, inf)", "n_examples": "[0, inf)"}
+    CHOICES = RunConfig.CHOICES | {"task": ("classify", "instruct"), "freeze": ("none", "head", "last_n")}
 
     def __post_init__(self):
-        choices = {"task": ("classify", "instruct"), "freeze": ("none", "head", "last_n"),
-                   "dtype": ("auto", "float32", "bfloat16", "float16")}
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"--{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
-        for key in ("batch_size", "max_iters", "eval_interval", "log_interval"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be at least 1, got {getattr(self, key)}")
+        super().__post_init__()
         if self.freeze != "none" and self.task != "classify":
             raise ConfigError("--freeze applies to --task=classify only; instruction tuning trains every weight")
         if not self.out_dir:
@@ -102,14 +89,34 @@ TASK_DEFAULTS = {
 }
 
 
-def finetune_config(argv=None, base=None):
+def finetune_config(argv=None, base=None, base_source="base settings"):
     """Defaults < the task's defaults < base (a resumed run's settings) < --config FILE < flags."""
-    task = parse_config(FinetuneConfig, argv, base).task  # the task may come from any layer
-    return parse_config(FinetuneConfig, argv, base={**TASK_DEFAULTS[task], **(base or {})})
+    return parse_config(FinetuneConfig, argv, base, base_source,
+                        defaults=lambda settings: TASK_DEFAULTS.get(settings.get("task"), {}))
 
 
-# ----------------------------------------------------------------------------------------------------
-# Where finetuning starts: a pretrained checkpoint, or the same architecture from random weights
+# Settings a resumed run cannot change: the weights and the data depend on them.
+FIXED_ON_RESUME = ("task", "init", "data", "freeze", "unfreeze_layers", "seed")
+
+
+def resume_config(cfg, argv):
+    """The settings of the run in cfg.out_dir/last.pt, overridden by anything given now; and its checkpoint."""
+    ckpt = resume_checkpoint(cfg.out_dir, "finetune_config", f"python finetune.py --task={cfg.task}")
+    resumed = finetune_config(argv, base=ckpt["finetune_config"], base_source=f"{cfg.out_dir}/last.pt")
+    refuse_changes(resumed, ckpt["finetune_config"], FIXED_ON_RESUME)
+    return resumed, ckpt
+
+
+def fit_to_data(cfg, n_train, world_size):
+    """cfg with at most max_epochs passes over n_train examples, and at least one evaluation per pass,
+    so that a small file is neither learned by heart nor overfitted between two evaluations."""
+    steps_per_epoch = math.ceil(n_train / (cfg.batch_size * cfg.grad_accum * world_size))
+    fitted = replace(cfg, max_iters=min(cfg.max_iters, cfg.max_epochs * steps_per_epoch),
+                     eval_interval=min(cfg.eval_interval, steps_per_epoch))
+    if fitted != cfg:
+        log(f"{n_train:,} training examples: at most {fitted.max_iters:,} steps ({cfg.max_epochs} passes, "
+            f"--max_epochs), evaluated every {fitted.eval_interval} steps (at least once a pass)")
+    return fitted
 
 
 def initial_model(cfg, texts):
@@ -154,22 +161,13 @@ def classify_examples(cfg):
 def classify_data(cfg, examples, source, tokenizer, block_size):
     # The default KJV set has three Old Testament verses for every New one: balance it, so that
     # accuracy is not flattered by always answering "Old".
-    train, val, test = split_by_label(examples, cfg.seed, balance=not cfg.data)
+    splits = split_by_label(examples, cfg.seed, balance=not cfg.data)
     labels = sorted({ex.label for ex in examples})
     label_id = {label: i for i, label in enumerate(labels)}
-    truncated = 0
-
-    def encode(split):
-        nonlocal truncated
-        pairs = []
-        for ex in split:
-            ids = tokenizer.encode(ex.text)
-            truncated += len(ids) > block_size
-            pairs.append((ids[:block_size], label_id[ex.label]))
-        return pairs
-
-    return ClassifyData(labels, encode(train), encode(val), encode(test), source, truncated,
-                        dict(Counter(ex.label for ex in train)))
+    encoded = [[(tokenizer.encode(ex.text), label_id[ex.label]) for ex in split] for split in splits]
+    truncated = sum(len(ids) > block_size for split in encoded for ids, _ in split)
+    train, val, test = ([(ids[:block_size], label) for ids, label in split] for split in encoded)
+    return ClassifyData(labels, train, val, test, source, truncated, dict(Counter(ex.label for ex in splits[0])))
 
 
 def collate_classify(pairs, device):
@@ -209,167 +207,91 @@ def collate_instruct(encoded, device):
 @dataclass
 class InstructData:
     train: list  # (ids, prompt length) pairs
-    heldout: list
-    heldout_examples: list  # the held-out dicts, for exact-match answers
+    val: list
+    test: list
+    test_examples: list  # the test dicts, for exact-match answers
     source: str
     skipped: int = 0  # examples longer than block_size + 1 tokens, left out
     max_answer_tokens: int = 0  # the longest training answer with its <eos>: where greedy answers stop
 
 
+# Validation examples drawn from the generated training set: enough for a steady loss, few enough
+# that evaluating them costs a second.
+GENERATED_VAL_EXAMPLES = 512
+
+
 def instruct_examples(cfg):
-    """(train, held-out) example dicts: the generated default set, or a user's file split 90/10."""
+    """(train, val, test) example dicts. The generated default set's test split holds phrasings and
+    inputs never trained on; a user's file is shuffled and split 80/10/10."""
     if not cfg.data:
-        return (*generate(), "data/instruct.py (generated)")
+        train, test = generate()
+        return train[GENERATED_VAL_EXAMPLES:], train[:GENERATED_VAL_EXAMPLES], test, "data/instruct.py (generated)"
     examples = load_alpaca(cfg.data)
-    if len(examples) < 2:
-        raise DataError(f"{cfg.data}: a single example; need at least two (one to train on, one held out)")
+    if len(examples) < 3:
+        raise DataError(f"{cfg.data}: {len(examples)} example(s); need at least three (to train on, to validate "
+                        "and to test)")
     order = np.random.default_rng(cfg.seed).permutation(len(examples))
-    n_heldout = max(1, len(examples) // 10)
-    return ([examples[i] for i in order[n_heldout:]], [examples[i] for i in order[:n_heldout]], cfg.data)
+    n_held = max(1, len(examples) // 10)
+    val, test, train = order[:n_held], order[n_held:2 * n_held], order[2 * n_held:]
+    return ([examples[i] for i in train], [examples[i] for i in val], [examples[i] for i in test], cfg.data)
 
 
-def instruct_data(train, heldout, source, tokenizer, block_size):
+def instruct_data(train, val, test, source, tokenizer, block_size):
     """Encode the examples, leaving out (and counting) those longer than block_size + 1 tokens: x and
     y are one token shorter than the example, so that is the most one context can hold."""
-    train_encoded = [encode_instruct(tokenizer, ex) for ex in train]
-    heldout_pairs = [(encode_instruct(tokenizer, ex), ex) for ex in heldout]
-    kept_train = [e for e in train_encoded if len(e[0]) <= block_size + 1]
-    kept_heldout = [(e, ex) for e, ex in heldout_pairs if len(e[0]) <= block_size + 1]
-    skipped = len(train) - len(kept_train) + len(heldout) - len(kept_heldout)
-    if not kept_train or not kept_heldout:
+    def fitting(examples):
+        encoded = [(encode_instruct(tokenizer, ex), ex) for ex in examples]
+        return [(e, ex) for e, ex in encoded if len(e[0]) <= block_size + 1]
+
+    kept = [fitting(split) for split in (train, val, test)]
+    if not all(kept):
         raise DataError(f"{source}: no example fits block_size {block_size} (prompt, answer and <eos> together)")
-    max_answer_tokens = max(len(ids) - n_prompt for ids, n_prompt in kept_train)
-    return InstructData(kept_train, [e for e, _ in kept_heldout], [ex for _, ex in kept_heldout], source, skipped,
-                        max_answer_tokens)
+    skipped = len(train) + len(val) + len(test) - sum(map(len, kept))
+    max_answer_tokens = max(len(ids) - n_prompt for (ids, n_prompt), _ in kept[0])
+    train, val, test = ([e for e, _ in split] for split in kept)
+    return InstructData(train, val, test, [ex for _, ex in kept[2]], source, skipped, max_answer_tokens)
 
 
 # ----------------------------------------------------------------------------------------------------
 # Batches
 
 
-def training_batches(lengths, batch_size, seed, start_step=0):
-    """Yield one batch (a list of example indices) per step, from start_step on, forever.
+def training_batches(lengths, batch_size, seed, start=0):
+    """Yield one batch (a list of example indices) per micro-batch, from micro-batch `start` on, forever.
 
     Each epoch shuffles the examples, then sorts them by length within pools of 16 batches and cuts
     the pools into batches: a batch holds examples of similar length, so padding to its longest costs
     little (several times less compute than random batches here), while batches still mix the
     tasks. Epoch e depends only on (seed, e), so a resumed run gets exactly the same batches."""
-    step = 0
+    count = 0
     for epoch in itertools.count():
         order = np.random.default_rng([seed, epoch]).permutation(len(lengths))
         pools = [sorted(order[i:i + 16 * batch_size], key=lambda j: lengths[j])
                  for i in range(0, len(order), 16 * batch_size)]
         batches = [pool[i:i + batch_size] for pool in pools for i in range(0, len(pool), batch_size)]
         for b in np.random.default_rng([seed, epoch, 1]).permutation(len(batches)):
-            if step >= start_step:
+            if count >= start:
                 yield batches[b]
-            step += 1
+            count += 1
+
+
+def example_batches(examples, collate, cfg, device):
+    """batches(start_step, rank, world_size) for trainer.Task: this process's micro-batches of similar
+    length. Micro-batch m of the shared sequence belongs to step m // per_step and, within it, to
+    process (m % per_step) // grad_accum."""
+    def batches(start_step, rank, world_size):
+        per_step = cfg.grad_accum * world_size
+        order = training_batches([len(ids) for ids, _ in examples], cfg.batch_size, cfg.seed, start_step * per_step)
+        for m, batch in enumerate(order, start=start_step * per_step):
+            if (m % per_step) // cfg.grad_accum == rank:
+                yield collate([examples[i] for i in batch], device)
+    return batches
 
 
 def eval_batches(examples, collate, batch_size, device):
     """Every example once, sorted by length so that batches carry little padding."""
     ordered = sorted(examples, key=lambda e: len(e[0]))
     return [collate(ordered[i:i + batch_size], device) for i in range(0, len(ordered), batch_size)]
-
-
-# ----------------------------------------------------------------------------------------------------
-# The training loop, shared by both tasks
-
-# Settings a resumed run cannot change: the weights and the data depend on them.
-FIXED_ON_RESUME = ("task", "init", "data", "freeze", "unfreeze_layers", "seed")
-
-
-def train_step(model, optimizer, scaler, x, y, precision, grad_clip, device):
-    with autocast(device.type, precision.autocast_dtype):
-        _, loss = model(x, y)
-    scaler.scale(loss).backward()
-    if grad_clip > 0:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    optimizer.zero_grad(set_to_none=True)
-    return loss.item()
-
-
-def run_training(cfg, model, tokenizer, train_set, val_batches, collate, device, precision, checkpoint_extra,
-                 resume_ckpt, stop, launched, report_s=0.0):
-    """Train model on train_set; returns (status, steps done). Evaluates val_batches every eval_interval
-    and writes out_dir/last.pt (for --resume) and out_dir/ckpt.pt: for classify the best validation
-    loss; for instruct, whose only validation set is the held-out test set, simply the latest model.
-    With cfg.max_minutes, the run ends early enough that the report (report_s seconds) fits too."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    model.to(device).train()
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2), device.type)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision.grad_scaler)
-    start_step, best_val = 0, math.inf
-    if resume_ckpt is not None:
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        scaler.load_state_dict(resume_ckpt["scaler"])
-        set_rng_state(resume_ckpt["rng"][0])
-        start_step, best_val = resume_ckpt["step"], resume_ckpt["best_val_loss"]
-    metrics_path = out / "metrics.jsonl"
-    kept = [r for r in read_metrics(metrics_path) if r["step"] < start_step]  # drop what a stopped run logged later
-    metrics_path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    log(f"{out}: {cfg.task}, {len(train_set):,} training examples, {trainable / 1e6:.2f}M of "
-        f"{sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters train; {device.type}: {precision.reason}"
-        + (f"; resuming at step {start_step}" if start_step else ""))
-
-    def save(path, step, **extra):
-        save_checkpoint(path, model, tokenizer, kind=checkpoint_extra["kind"], step=step,
-                        finetune_config=asdict(cfg), **{k: v for k, v in checkpoint_extra.items() if k != "kind"},
-                        **extra)
-
-    def evaluate_and_save(step):
-        nonlocal best_val
-        val_loss = evaluate(model, val_batches, precision, device)
-        append_metrics(metrics_path, step=step, val_loss=val_loss)
-        if val_loss < best_val or cfg.task == "instruct":
-            best_val = min(best_val, val_loss)
-            save(out / "ckpt.pt", step, val_loss=val_loss)
-        save(out / "last.pt", step, optimizer=optimizer.state_dict(), scaler=scaler.state_dict(),
-             rng=[rng_state()], best_val_loss=best_val)
-        plot_losses(metrics_path, out / "loss.png")
-        log(f"step {step}: {'held-out' if cfg.task == 'instruct' else 'val'} loss {val_loss:.4f}")
-
-    batches = training_batches([len(ids) for ids, _ in train_set], cfg.batch_size, cfg.seed, start_step)
-    status, started, step = "done", time.time(), start_step
-    horizon = cfg.max_iters  # the step the run ends at; a time budget may bring it forward
-    bar = tqdm(total=cfg.max_iters, initial=start_step, unit="step", dynamic_ncols=True, disable=None)
-    for step in range(start_step, cfg.max_iters + 1):
-        if (step % cfg.eval_interval == 0 and (step != start_step or resume_ckpt is None)) or step == horizon:
-            evaluate_and_save(step)
-        if step == horizon:
-            break
-        lr = lr_at(step, cfg.lr, cfg.min_lr, cfg.warmup_iters, horizon)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        x, y = collate([train_set[i] for i in next(batches)], device)
-        loss = train_step(model, optimizer, scaler, x, y, precision, cfg.grad_clip, device)
-        if cfg.max_minutes > 0:
-            now = time.time()
-            bar.total = horizon = fitted_horizon(cfg.max_iters, step, step + 1 - start_step, now - started,
-                                                 60 * cfg.max_minutes - (now - launched) - report_s)
-        bar.update(1)
-        if not math.isfinite(loss):
-            log(f"step {step}: the loss is {loss}; stopping, {out}/ckpt.pt and last.pt keep the last good state. "
-                "Try a lower --lr or --dtype=float32")
-            status = "nonfinite"
-            break
-        if (step + 1) % cfg.log_interval == 0:
-            bar.set_postfix(loss=f"{loss:.4f}")
-            append_metrics(metrics_path, step=step, train_loss=loss, lr=lr, elapsed_s=round(time.time() - started, 2))
-        if stop.is_set():
-            step += 1
-            evaluate_and_save(step)
-            status = "interrupted"
-            log(f"stop requested at step {step}: saved {out}/last.pt; continue with "
-                f"python finetune.py --task={cfg.task} --resume --out_dir={out}")
-            break
-    bar.close()
-    return status, step
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -449,8 +371,8 @@ def answering_seconds(model, tokenizer, examples, device, n=8):
     return (time.time() - began) * len(examples) / min(n, len(examples))
 
 
-def instruct_report(model, tokenizer, examples, heldout_loss, max_answer_tokens, n_examples, device):
-    """Held-out loss, then exact-match accuracy overall and per family, with the first answer of each
+def instruct_report(model, tokenizer, examples, test_loss, max_answer_tokens, n_examples, device):
+    """Test loss, then exact-match accuracy overall and per family, with the first answer of each
     family as an example."""
     model.eval()
     per_family, shown = {}, []
@@ -467,7 +389,7 @@ def instruct_report(model, tokenizer, examples, heldout_loss, max_answer_tokens,
     for score in per_family.values():
         score["accuracy"] = score["correct"] / score["total"]
     correct = sum(s["correct"] for s in per_family.values())
-    return {"heldout_loss": heldout_loss, "exact_match": correct / len(examples), "heldout_examples": len(examples),
+    return {"heldout_loss": test_loss, "exact_match": correct / len(examples), "heldout_examples": len(examples),
             "per_family": per_family, "examples": shown}
 
 
@@ -485,71 +407,60 @@ def format_instruct(report):
 
 
 # ----------------------------------------------------------------------------------------------------
-# The two tasks
+# The two tasks: each builds its trainer.Task, and scores the best model once the loop is done
 
 
-def resume_state(cfg, argv):
-    """The settings and checkpoint of the run in out_dir/last.pt, overridden by anything given now."""
-    last = Path(cfg.out_dir) / "last.pt"
-    if not last.exists():
-        raise ConfigError(f"--resume: {last} does not exist; start the run without --resume")
-    ckpt = load_checkpoint(last)
-    resumed = finetune_config(argv, base=ckpt["finetune_config"])
-    changed = [f"{k} ({ckpt['finetune_config'][k]!r} -> {getattr(resumed, k)!r})" for k in FIXED_ON_RESUME
-               if getattr(resumed, k) != ckpt["finetune_config"][k]]
-    if changed:
-        raise ConfigError(f"cannot change {', '.join(changed)} when resuming {cfg.out_dir}; use a new --out_dir")
-    return resumed, ckpt
-
-
-def classify(cfg, device, resume_ckpt, stop, launched):
+def classify_task(cfg, run, resumed):
+    """(cfg fitted to the data, Task, score(model, precision) -> report)."""
     examples, source = classify_examples(cfg)
     gpt, tokenizer = initial_model(cfg, [ex.text for ex in examples])
     data = classify_data(cfg, examples, source, tokenizer, gpt.config.block_size)
     log(f"{source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test texts, labels {data.labels}"
         + (f"; {data.truncated} texts longer than {gpt.config.block_size} tokens were cut to their start"
            if data.truncated else ""))
-    if resume_ckpt is not None:
-        if resume_ckpt["labels"] != data.labels:
-            raise ConfigError(f"the labels changed since {cfg.out_dir} was started: {resume_ckpt['labels']} -> {data.labels}")
-        classifier = model_from_checkpoint(resume_ckpt)
-    else:
-        classifier = GPTClassifier(gpt, len(data.labels))
+    if resumed is not None and resumed["labels"] != data.labels:
+        raise ConfigError(f"the labels changed since {cfg.out_dir} was started: {resumed['labels']} -> {data.labels}")
+    classifier = model_from_checkpoint(resumed) if resumed is not None else GPTClassifier(gpt, len(data.labels))
     freeze(classifier, cfg.freeze, cfg.unfreeze_layers)
-    precision = choose_precision(device, cfg.dtype, cfg.compile, classifier.gpt, classifier.gpt.config.block_size)
-    val_batches = eval_batches(data.val or data.train, collate_classify, cfg.batch_size, device)
-    status, steps = run_training(cfg, classifier, tokenizer, data.train, val_batches, collate_classify, device,
-                                 precision, {"kind": "classifier", "labels": data.labels}, resume_ckpt, stop, launched)
-    if status != "done":
-        return status, steps, None
-    best = model_from_checkpoint(load_checkpoint(Path(cfg.out_dir) / "ckpt.pt")).to(device)
-    report = classification_report(data.labels, [label for _, label in data.test],
-                                   predict_labels(best, data.test, device), data.train_label_counts)
-    report.update(truncated_texts=data.truncated, data=source, init=cfg.init, freeze=cfg.freeze)
-    return status, steps, report
+    cfg = fit_to_data(cfg, len(data.train), run.world_size)
+    test_batches = eval_batches(data.test, collate_classify, 64, run.device)
+    task = Task(kind="classifier", model=classifier, tokenizer=tokenizer, command=f"python finetune.py --task={cfg.task}",
+                batches=example_batches(data.train, collate_classify, cfg, run.device),
+                val_batches=eval_batches(data.val or data.train, collate_classify, cfg.batch_size, run.device),
+                extras={"labels": data.labels, "finetune_config": asdict(cfg)}, after_loop_batches=len(test_batches))
+
+    def score(model, precision):
+        report = classification_report(data.labels, [label for _, label in data.test],
+                                       predict_labels(model, data.test, run.device), data.train_label_counts)
+        return {**report, "truncated_texts": data.truncated, "data": source, "init": cfg.init, "freeze": cfg.freeze}
+
+    return cfg, task, score
 
 
-def instruct(cfg, device, resume_ckpt, stop, launched):
-    train, heldout, source = instruct_examples(cfg)
-    texts = [ex["instruction"] + ex["input"] + ex["output"] for ex in train + heldout]
-    model, tokenizer = initial_model(cfg, texts)
-    if resume_ckpt is not None:
-        model = model_from_checkpoint(resume_ckpt)
-    data = instruct_data(train, heldout, source, tokenizer, model.config.block_size)
-    log(f"{source}: {len(data.train)} training and {len(data.heldout)} held-out examples"
-        + (f"; {data.skipped} longer than block_size {model.config.block_size} left out" if data.skipped else ""))
-    precision = choose_precision(device, cfg.dtype, cfg.compile, model, model.config.block_size)
-    val_batches = eval_batches(data.heldout, collate_instruct, cfg.batch_size, device)
-    report_s = answering_seconds(model, tokenizer, data.heldout_examples, device) if cfg.max_minutes > 0 else 0.0
-    status, steps = run_training(cfg, model, tokenizer, data.train, val_batches, collate_instruct, device, precision,
-                                 {"kind": "instruct"}, resume_ckpt, stop, launched, report_s)
-    if status != "done":
-        return status, steps, None
-    heldout_loss = evaluate(model, val_batches, precision, device)
-    report = instruct_report(model, tokenizer, data.heldout_examples, heldout_loss, data.max_answer_tokens,
-                             cfg.n_examples, device)
-    report.update(skipped_examples=data.skipped, data=source, init=cfg.init)
-    return status, steps, report
+def instruct_task(cfg, run, resumed):
+    """(cfg fitted to the data, Task, score(model, precision) -> report)."""
+    train, val, test, source = instruct_examples(cfg)
+    model, tokenizer = initial_model(cfg, [ex["instruction"] + ex["input"] + ex["output"] for ex in train + val + test])
+    if resumed is not None:
+        model = model_from_checkpoint(resumed)
+    data = instruct_data(train, val, test, source, tokenizer, model.config.block_size)
+    log(f"{source}: {len(data.train):,} training, {len(data.val):,} validation and {len(data.test):,} held-out test "
+        "examples" + (f"; {data.skipped} longer than block_size {model.config.block_size} left out" if data.skipped else ""))
+    cfg = fit_to_data(cfg, len(data.train), run.world_size)
+    test_batches = eval_batches(data.test, collate_instruct, cfg.batch_size, run.device)
+    answering_s = answering_seconds(model, tokenizer, data.test_examples, run.device) if cfg.max_minutes > 0 else 0.0
+    task = Task(kind="instruct", model=model, tokenizer=tokenizer, command=f"python finetune.py --task={cfg.task}",
+                batches=example_batches(data.train, collate_instruct, cfg, run.device),
+                val_batches=eval_batches(data.val, collate_instruct, cfg.batch_size, run.device),
+                extras={"finetune_config": asdict(cfg)}, after_loop_batches=len(test_batches), after_loop_s=answering_s)
+
+    def score(model, precision):
+        test_loss = evaluate(model, test_batches, precision, run.device)
+        report = instruct_report(model, tokenizer, data.test_examples, test_loss, data.max_answer_tokens,
+                                 cfg.n_examples, run.device)
+        return {**report, "skipped_examples": data.skipped, "data": source, "init": cfg.init}
+
+    return cfg, task, score
 
 
 def main(argv=None):
@@ -557,34 +468,35 @@ def main(argv=None):
     ConfigError, DataError or CheckpointError (all ValueErrors) for bad settings or inputs."""
     launched = time.time()  # the time budget counts from here
     cfg = finetune_config(argv)
-    resume_ckpt = None
+    resumed = None
     if cfg.resume:
-        cfg, resume_ckpt = resume_state(cfg, argv)
-    try:
-        device = pick_device(cfg.device)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    torch.manual_seed(cfg.seed)
-    with stop_requests() as stop:
-        status, steps, report = (classify if cfg.task == "classify" else instruct)(cfg, device, resume_ckpt, stop, launched)
-    summary = {"task": cfg.task, "status": status, "steps": steps, "minutes": round((time.time() - launched) / 60, 2),
-               "checkpoint": str(Path(cfg.out_dir) / "ckpt.pt")}
-    if report is None:  # stopped early: no scores for a half-trained model
-        return summary
-    report.update(summary)
-    (Path(cfg.out_dir) / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+        cfg, resumed = resume_config(cfg, argv)
+    with start_run(cfg, launched) as run:
+        torch.manual_seed(cfg.seed)
+        cfg, task, score = (classify_task if cfg.task == "classify" else instruct_task)(cfg, run, resumed)
+        result = train_loop(cfg, task, run, resumed)
+        summary = {"task": cfg.task, "status": result.status, "steps": result.steps,
+                   "checkpoint": str(Path(cfg.out_dir) / "ckpt.pt")}
+        if result.status != "done":  # stopped early: no scores for a half-trained model
+            log(result.note)
+            return {**summary, "minutes": round((time.time() - launched) / 60, 2)}
+        report = {**score(task.model, result.precision), **summary, "minutes": round((time.time() - launched) / 60, 2)}
+    write_atomically(Path(cfg.out_dir) / "report.json", (json.dumps(report, indent=1) + "\n").encode())
     scores = format_classification(report) if cfg.task == "classify" else format_instruct(report)
-    log(f"{scores}\n{status}: {steps} steps in {report['minutes']:.1f} min; checkpoint {report['checkpoint']}, "
-        f"report {cfg.out_dir}/report.json")
+    log("\n".join([scores] + ([result.note] if result.note else []) +
+                  [f"{result.status}: {result.steps} steps in {report['minutes']:.1f} min; checkpoint "
+                   f"{report['checkpoint']} (the best {task.val_name} loss, {result.best_val:.4f}), report "
+                   f"{cfg.out_dir}/report.json"]))
     return report
 
 
-def cli():
+def cli(argv=None):
     try:
-        report = main()
-    except ValueError as e:  # ConfigError, DataError, CheckpointError and data-file errors
-        sys.exit(f"error: {e}")
-    sys.exit({"done": 0, "interrupted": 130, "nonfinite": 1}[report["status"]])
+        report = main(argv)
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(exit_code(report["status"]))
 
 
 if __name__ == "__main__":

@@ -1,17 +1,16 @@
-"""Tests for finetune.py and its data (data/classify.py, data/instruct.py). Tiny models, CPU, offline."""
+"""Tests for finetune.py: batches, masks, freezing, reports and tiny runs of both tasks. The data
+readers it uses are tested in test_data.py, the shared loop in test_trainer.py. Tiny models, CPU, offline."""
 import contextlib
 import json
-import re
-from collections import Counter
 
 import pytest
 import torch
 
 import finetune
-from data.classify import load_labelled, split_by_label
-from data.instruct import CAPITALS, PHRASINGS, TRAINING_EXAMPLES, casual_forms, generate, load_alpaca, load_faq
+import trainer
+from data.classify import load_labelled
 from gpt import EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze, load_checkpoint, save_checkpoint
-from train import ConfigError
+from trainer import ConfigError
 
 CPU = torch.device("cpu")
 TINY = dict(block_size=48, n_layer=2, n_head=2, n_embd=16)
@@ -102,48 +101,12 @@ def test_training_batches_cover_every_example_group_lengths_and_resume_exactly()
     assert sorted(i for batch in epoch for i in batch) == list(range(200))
     padded = sum(len(batch) * max(lengths[i] for i in batch) for batch in epoch)
     assert padded < 1.2 * sum(lengths)  # random batches of 8 would pad to about 1.7 times the tokens
-    resumed = finetune.training_batches(lengths, batch_size=8, seed=3, start_step=20)
+    resumed = finetune.training_batches(lengths, batch_size=8, seed=3, start=20)
     assert [next(resumed) for _ in range(10)] == epoch[20:] + [next(batches) for _ in range(5)]
 
 
 # ----------------------------------------------------------------------------------------------------
 # Classification data formats and their errors
-
-
-def test_csv_tsv_and_jsonl_give_the_same_examples(tmp_path):
-    csv = write(tmp_path, "d.csv", 'id,text,label\n1,"hello, world",greeting\n2,buy now,spam\n3,hi there,greeting\n4,win cash,spam\n')
-    tsv = write(tmp_path, "d.tsv", "greeting\thello, world\nspam\tbuy now\ngreeting\thi there\nspam\twin cash\n")
-    jsonl = write(tmp_path, "d.jsonl", "".join(json.dumps({"text": t, "label": lab}) + "\n" for lab, t in
-                                               [("greeting", "hello, world"), ("spam", "buy now"),
-                                                ("greeting", "hi there"), ("spam", "win cash")]))
-    as_pairs = [[(ex.text, ex.label) for ex in load_labelled(path)] for path in (csv, tsv, jsonl)]
-    assert as_pairs[0] == as_pairs[1] == as_pairs[2]
-    assert as_pairs[0][0] == ("hello, world", "greeting")
-
-
-@pytest.mark.parametrize("name, text, message", [
-    ("cols.csv", "body,category\nhello,a\n", "cols.csv:1: header ['body', 'category'] has no text or label column"),
-    ("fields.csv", "text,label\nhello,a\nbye,b,extra\n", "fields.csv:3: expected 2 fields"),
-    ("empty.csv", "text,label\nhello,a\n  ,b\nhi,a\n", "empty.csv:3: empty text"),
-    ("notab.tsv", "a\thello\nb hello\n", "notab.tsv:2: expected label<TAB>text, found no tab"),
-    ("bad.jsonl", '{"text": "x", "label": "a"}\n{"text": "y", label}\n', "bad.jsonl:2: not valid JSON"),
-    ("nolabel.jsonl", '{"text": "x", "label": "a"}\n{"text": "y"}\n', 'nolabel.jsonl:2: expected an object with "text" and "label"'),
-    ("single.tsv", "a\tone\na\ttwo\nb\tthree\n", "single.tsv:3: label 'b' has a single example"),
-    ("one.tsv", "a\tone\na\ttwo\n", "every example has the label 'a'"),
-    ("data.txt", "a\tone\n", "unknown format '.txt': expected .csv, .tsv or .jsonl"),
-])
-def test_bad_classification_files_are_refused_with_file_and_line(tmp_path, name, text, message):
-    with pytest.raises(ValueError) as error:
-        load_labelled(write(tmp_path, name, text))
-    assert message in str(error.value)
-
-
-def test_missing_and_non_utf8_classification_files_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="no such file"):
-        load_labelled(str(tmp_path / "absent.csv"))
-    (tmp_path / "latin.tsv").write_bytes(b"a\tcaf\xe9\n")
-    with pytest.raises(ValueError, match="not UTF-8"):
-        load_labelled(str(tmp_path / "latin.tsv"))
 
 
 def test_long_texts_are_truncated_and_counted(tmp_path, tokenizer):
@@ -155,102 +118,8 @@ def test_long_texts_are_truncated_and_counted(tmp_path, tokenizer):
     assert max(len(ids) for ids, _ in data.train + data.val + data.test) == 48
 
 
-def test_split_is_stratified_deterministic_and_balanced_when_asked():
-    from data.classify import Labelled
-    examples = [Labelled(f"old {i}", "Old", i) for i in range(300)] + [Labelled(f"new {i}", "New", i) for i in range(100)]
-    train, val, test = split_by_label(examples, seed=1, balance=True)
-    assert [len(s) for s in (train, val, test)] == [160, 20, 20]
-    assert sum(ex.label == "Old" for ex in test) == 10
-    assert {ex.text for ex in train}.isdisjoint({ex.text for ex in test + val})
-    assert split_by_label(examples, seed=1, balance=True) == (train, val, test)
-    assert len(split_by_label(examples, seed=1)[2]) == 40  # unbalanced: every example is kept
-
-
 # ----------------------------------------------------------------------------------------------------
 # Instruction data
-
-
-def test_alpaca_json_list_and_jsonl_are_read(tmp_path):
-    records = [{"instruction": "Add.", "input": "1 + 2", "output": "3"}, {"instruction": "Say hi.", "output": "hi"}]
-    as_list = load_alpaca(write(tmp_path, "a.json", json.dumps(records)))
-    as_lines = load_alpaca(write(tmp_path, "a.jsonl", "".join(json.dumps(r) + "\n" for r in records)))
-    assert as_list == as_lines
-    assert as_list[1] == {"instruction": "Say hi.", "input": "", "output": "hi", "family": "all"}
-
-
-@pytest.mark.parametrize("name, text, message", [
-    ("a.jsonl", '{"instruction": "x", "output": "y"}\n\n{"instruction": "x"}\n', "a.jsonl:3: missing field(s) output"),
-    ("b.jsonl", '{"instruction": "x", "output": "y"}\nnot json\n', "b.jsonl:2: not valid JSON"),
-    ("c.json", '[{"instruction": "x", "output": "y"}, {"instruction": "", "output": "y"}]', "c.json: record 2: empty instruction"),
-    ("d.json", '[{"instruction": "x", "output": 3}]', "d.json: record 1: field output must be a string"),
-    ("e.json", "[]", "e.json: no examples found"),
-])
-def test_bad_instruction_files_are_refused_with_their_location(tmp_path, name, text, message):
-    with pytest.raises(ValueError) as error:
-        load_alpaca(write(tmp_path, name, text))
-    assert message in str(error.value)
-
-
-def phrasing_pattern(phrasing):
-    """A regex matching the prompts a phrasing produces, as instruction + newline + input, in any case
-    and with or without its final stop (training also has each phrasing in lower case without it)."""
-    instruction, _, input = phrasing.partition("\n")
-    field = lambda text: re.sub(r"\\{\w+\\}", ".+", re.escape(text))  # noqa: E731
-    return re.compile(field(instruction.rstrip(".?!")) + r"[.?!]?\n" + field(input), re.IGNORECASE)
-
-
-def skill_input(ex):
-    """The word or the number pair a skill example was made from, recovered from its answer and prompt."""
-    out, family = ex["output"], ex["family"]
-    words = {"reverse": out[::-1], "upper": out.lower(), "lower": out, "spell": out.replace("-", "")}
-    if family in words:
-        return words[family]
-    return tuple(re.findall(r"\d+", ex["instruction"] + " " + ex["input"])) if family != "count" else None
-
-
-def test_generated_instruction_set_is_deterministic_and_holds_out_phrasings_and_inputs():
-    train, heldout = generate()
-    assert (train, heldout) == generate()
-    assert len(train) > 3000 and {ex["family"] for ex in heldout} == {ex["family"] for ex in train}
-    for family, (_, held_phrasings) in PHRASINGS.items():
-        patterns = [phrasing_pattern(p) for p in held_phrasings]
-        prompt = lambda ex: ex["instruction"] + "\n" + ex["input"]  # noqa: E731
-        assert all(any(p.fullmatch(prompt(ex)) for p in patterns) for ex in heldout if ex["family"] == family)
-        assert not any(p.fullmatch(prompt(ex)) for p in patterns for ex in train if ex["family"] == family), family
-    # Skills: no held-out word or number pair is a training input. Facts: every held-out row was trained on.
-    for family in ("reverse", "upper", "lower", "spell", "add", "subtract", "larger"):
-        trained = {skill_input(ex) for ex in train if ex["family"] == family}
-        assert not trained & {skill_input(ex) for ex in heldout if ex["family"] == family}, family
-    for family in ("capital", "symbol", "animal", "opposite", "faq"):
-        assert {ex["output"] for ex in heldout if ex["family"] == family} <= {ex["output"] for ex in train}
-    assert all(len(ex["output"]) <= 90 for ex in train)
-
-
-def test_casual_forms_keep_fields_and_the_input_line():
-    assert casual_forms("Write {W} in lower case.\n{W}") == ["Write {W} in lower case.\n{W}", "write {W} in lower case\n{W}"]
-    assert casual_forms("What is {x}'s symbol?") == ["What is {x}'s symbol?", "what is {x}'s symbol"]
-
-
-def test_generated_set_has_the_chosen_number_of_examples_per_family():
-    sizes = {family: 30 for family in TRAINING_EXAMPLES}
-    train, _ = generate(sizes=sizes)
-    counts = Counter(ex["family"] for ex in train)
-    for family in ("reverse", "upper", "lower", "count", "spell", "add", "subtract", "larger"):
-        assert counts[family] == 30, family
-    # Fact tables: every row equally often, at least once; the FAQ: every answer equally often.
-    assert counts["capital"] == len(CAPITALS) and counts["faq"] == len(load_faq())
-    assert set(Counter(ex["output"] for ex in train if ex["family"] == "opposite").values()) == {1}
-
-
-def test_every_faq_entry_is_trained_and_held_out_with_a_different_question():
-    faq = load_faq()
-    assert 25 <= len(faq) <= 40
-    train, heldout = generate()
-    for entry in faq:
-        assert entry["answer"].isascii() and len(entry["paraphrases"]) >= 3
-        trained = [ex["instruction"] for ex in train if ex["output"] == entry["answer"]]
-        held = [ex["instruction"] for ex in heldout if ex["output"] == entry["answer"]]
-        assert entry["question"] in trained and len(held) == 1 and held[0] not in trained
 
 
 def test_exact_match_ignores_case_and_spacing_except_for_case_skills():
@@ -342,10 +211,18 @@ class StopAtCall:
 def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, pretrained, monkeypatch):
     records = [{"instruction": f"Echo {w}.", "output": w} for w in ["cat", "dog", "sun", "sea", "sky", "hat", "pen"]]
     data = write(tmp_path, "set.json", json.dumps(records))
-    flags = ["--task=instruct", f"--data={data}", "--max_iters=12", "--log_interval=1", "--lr=3e-3"]
+    flags = ["--task=instruct", f"--data={data}", "--max_iters=12", "--max_epochs=100", "--log_interval=1", "--lr=3e-3"]
     straight = tmp_path / "straight"
     run(pretrained, straight, *flags)
-    monkeypatch.setattr(finetune, "stop_requests", lambda: contextlib.nullcontext(StopAtCall(5)))
+    real_start_run = finetune.start_run
+
+    @contextlib.contextmanager
+    def stopping_run(cfg, launched):  # Ctrl-C on the fifth step
+        with real_start_run(cfg, launched) as run:
+            run.stop = StopAtCall(5)
+            yield run
+
+    monkeypatch.setattr(finetune, "start_run", stopping_run)
     assert run(pretrained, tmp_path, *flags)["status"] == "interrupted"
     assert not (tmp_path / "run" / "report.json").exists()
     monkeypatch.undo()
@@ -395,5 +272,5 @@ def test_shipped_config_files_spell_out_the_defaults(task):
 
 def test_instruct_examples_longer_than_the_context_are_left_out_and_counted(tokenizer):
     fits, too_long = example("Say hi.", "hi"), example("Say a lot.", "x" * 60)
-    data = finetune.instruct_data([fits, too_long], [fits], "set.json", tokenizer, block_size=48)
+    data = finetune.instruct_data([fits, too_long], [fits], [fits], "set.json", tokenizer, block_size=48)
     assert data.skipped == 1 and len(data.train) == 1 and data.max_answer_tokens == 3

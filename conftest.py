@@ -1,0 +1,41 @@
+"""Fixtures shared by the test files: one thread for tiny models, a tiny corpus, tiny run settings."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Tiny models run fastest on one thread: with more, each small op waits on the others, and on a
+    busy 2-core machine that wait costs ten times the work."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """A small text with structure a tiny model can start to learn: short sentences from a few words."""
+    rng = np.random.default_rng(0)
+    words = "the lord said unto moses and aaron go in to the land of egypt and speak".split()
+    lines = [" ".join(rng.choice(words, size=8)).capitalize() + "." for _ in range(500)]
+    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def pretrain_args(corpus):
+    """pretrain_args(out_dir, **overrides): train.py flags for a tiny run on the tiny corpus, exactly
+    max_iters steps (no time budget), whatever the machine's speed."""
+    def args(out_dir, **overrides):
+        settings = dict(data=corpus, data_dir=Path(corpus).parent / "cache", out_dir=out_dir, n_layer=1, n_head=2,
+                        n_embd=16, block_size=16, batch_size=4, max_iters=20, eval_interval=10, eval_iters=2,
+                        log_interval=1, sample_tokens=20, warmup_iters=2, lr=1e-2, dtype="float32", device="cpu",
+                        max_minutes=0, patience=0)
+        settings.update(overrides)
+        return [f"--{key}={value}" for key, value in settings.items()]
+    return args
