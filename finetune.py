@@ -21,7 +21,6 @@ The training loop, resume, time budget and the rest are trainer.py's, shared wit
 import itertools
 import json
 import math
-import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
@@ -34,10 +33,10 @@ from tqdm import tqdm
 from data.classify import Labelled, load_labelled, split_by_label
 from data.instruct import CASE_SENSITIVE_FAMILIES, generate, load_alpaca
 from data.prepare import DataError, kjv_verses
-from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, CheckpointError, GPTClassifier, freeze, instruction_ids,
+from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, freeze, instruction_ids,
                  load_checkpoint, model_from_checkpoint, tokenizer_from_dict)
 from train import TrainConfig, model_config
-from trainer import (ConfigError, RunConfig, Task, evaluate, exit_code, log, parse_config, refuse_changes,
+from trainer import (ConfigError, RunConfig, Task, cli, evaluate, log, parse_config, refuse_changes,
                      resume_checkpoint, start_run, train_loop, write_atomically)
 
 # ----------------------------------------------------------------------------------------------------
@@ -490,14 +489,5 @@ def main(argv=None):
     return report
 
 
-def cli(argv=None):
-    try:
-        report = main(argv)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(exit_code(report["status"]))
-
-
 if __name__ == "__main__":
-    cli()
+    cli(main)

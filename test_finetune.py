@@ -7,7 +7,6 @@ import pytest
 import torch
 
 import finetune
-import trainer
 from data.classify import load_labelled
 from gpt import EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze, load_checkpoint, save_checkpoint
 from trainer import ConfigError

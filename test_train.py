@@ -48,10 +48,9 @@ def test_cpu_config_file_is_exactly_the_default_run():
     assert parse_config(TrainConfig, ["--config", str(ROOT / "config" / "cpu.toml")]) == parse_config(TrainConfig, [])
 
 
-def test_cli_turns_errors_into_one_line_without_traceback(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["train.py", "--n_layres=2"])
+def test_cli_turns_errors_into_one_line_without_traceback(capsys):
     with pytest.raises(SystemExit) as exit:
-        train.cli()
+        trainer.cli(train.main, ["--n_layres=2"])
     err = capsys.readouterr().err
     assert exit.value.code == 2
     assert err == "error: command line: unknown key 'n_layres'; did you mean 'n_layer'?\n"
@@ -79,6 +78,17 @@ def test_train_batches_depend_only_on_seed_step_and_shard():
     assert not torch.equal(x, train.train_batch(data, 16, 4, 1, 7, 1, torch.device("cpu"))[0])
 
 
+def test_bits_per_char_divides_the_nats_by_the_characters_the_scored_tokens_hold():
+    char = gpt.CharTokenizer.from_text("")
+    # 4 tokens: the last 3 are predicted, at 0.7 nats each, and they hold 3 characters
+    assert train.bits_per_char(0.7, np.array(char.encode("abcd")), char) == pytest.approx(0.7 / math.log(2))
+    a, b = (gpt.BPETokenizer([]).encode(c)[0] for c in "ab")
+    bpe = gpt.BPETokenizer([(a, b)])  # one merge: "ab" is one token
+    tokens = np.array(bpe.encode("abcab"))
+    assert len(tokens) == 3  # ab, c, ab: 2 predicted tokens hold the 3 characters "cab"
+    assert train.bits_per_char(0.7, tokens, bpe) == pytest.approx(0.7 * 2 / 3 / math.log(2))
+
+
 @pytest.mark.parametrize("n", [50, 49, 65])
 def test_whole_split_evaluation_predicts_every_token_once(n):
     data = np.arange(n, dtype=np.uint16)
@@ -98,6 +108,7 @@ def test_a_short_run_writes_checkpoints_metrics_and_plot_and_the_checkpoint_samp
     assert sorted(r["step"] for r in records if "train_loss" in r) == list(range(1, 21))  # "after N steps"
     assert [r["step"] for r in records if "val_loss" in r] == [0, 10, 20]
     assert records[-1]["val_loss_whole"] == pytest.approx(summary["val_loss_whole"])
+    assert records[-1]["val_bits_per_char"] == pytest.approx(summary["val_loss_whole"] / math.log(2))  # char level
     assert summary["val_loss_whole"] < records[0]["val_loss"]  # it learned something
     assert (run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     model, tokenizer, ckpt = gpt.load_model(str(run / "ckpt.pt"))

@@ -16,7 +16,6 @@ with finetune.py, in trainer.py), and the final evaluation.
 """
 import dataclasses
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,9 +24,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from data.prepare import DataError, prepare
-from gpt import GPT, CheckpointError, GPTConfig
-from trainer import (ConfigError, RunConfig, Task, append_metrics, evaluate, exit_code, log, parse_config,
+from data.prepare import prepare
+from gpt import GPT, GPTConfig
+from trainer import (ConfigError, RunConfig, Task, append_metrics, cli, evaluate, log, parse_config,
                      plot_losses, refuse_changes, resume_checkpoint, start_run, train_loop)
 
 # ----------------------------------------------------------------------------------------------------
@@ -236,14 +235,5 @@ def finish(cfg, data, model, run, result):
     return summary
 
 
-def cli(argv=None):
-    try:
-        summary = main(argv)
-    except (ConfigError, DataError, CheckpointError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    sys.exit(exit_code(summary["status"]))
-
-
 if __name__ == "__main__":
-    cli()
+    cli(main)

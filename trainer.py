@@ -16,6 +16,7 @@ import json
 import math
 import os
 import signal
+import sys
 import tempfile
 import threading
 import time
@@ -34,6 +35,7 @@ import torch.distributed as dist  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from data import DataError  # noqa: E402
 from data.jsonl import read_jsonl  # noqa: E402
 from gpt import CheckpointError, load_checkpoint, pick_device, save_checkpoint  # noqa: E402
 
@@ -776,6 +778,12 @@ def gathered_rng_states(run):
     return states
 
 
-def exit_code(status):
-    """The process exit status for a Result's status: 130 is the shell's code for Ctrl-C."""
-    return {"done": 0, "interrupted": 130, "nonfinite": 1}[status]
+def cli(main, argv=None):
+    """Run a script's main(argv) as a command: bad settings or inputs end as one line on stderr and exit
+    status 2; otherwise the run's status decides (0 done, 130 interrupted as by Ctrl-C, 1 non-finite loss)."""
+    try:
+        result = main(argv)
+    except (ConfigError, DataError, CheckpointError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit({"done": 0, "interrupted": 130, "nonfinite": 1}[result["status"]])
