@@ -36,8 +36,8 @@ import torch
 
 from gpt import GPT, GPTConfig, pick_device
 from train import TrainConfig, train_batches
-from trainer import (ConfigError, Training, autocast, build_optimizers, check_range, choose_precision, parse_config,
-                     train_step)
+from trainer import (ConfigError, Training, autocast, build_optimizers, check_range, choose_precision, cli,
+                     parse_config, train_step)
 
 
 @dataclass
@@ -435,7 +435,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except ConfigError as e:
-        sys.exit(f"error: {e}")
+    cli(main)

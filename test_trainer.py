@@ -252,8 +252,8 @@ def test_resume_names_what_a_wrong_last_pt_is(pretrain_args, tmp_path):
     with pytest.raises(CheckpointError, match="holds a pretrained model but no training state.*copy of a ckpt.pt"):
         train.main(pretrain_args(run) + ["--resume"])
     train.main(pretrain_args(run, max_iters=2, eval_interval=2))
-    with pytest.raises(CheckpointError, match=r"is a pretrained run, which python finetune.py --task=instruct cannot "
-                                              r"continue: resume it with python train.py --resume"):
+    with pytest.raises(CheckpointError, match=r"was written by python train.py, which python finetune.py --task=instruct "
+                                              r"cannot continue: resume it with python train.py --resume"):
         finetune.main(["--task=instruct", f"--out_dir={run}", "--resume", "--device=cpu"])
 
 

@@ -101,15 +101,16 @@ class RunConfig:
 
 
 def check_range(key, value, interval):
-    """ConfigError unless value lies in interval, e.g. "[0, 1)": 0 allowed, 1 not. NaN never does."""
+    """ConfigError unless value is a finite number in interval, e.g. "[0, 1)": 0 allowed, 1 not."""
     low, high = (float(bound) for bound in interval[1:-1].split(","))
     above = value >= low if interval[0] == "[" else value > low
     below = value <= high if interval[-1] == "]" else value < high
-    if not (above and below):
+    if not (math.isfinite(value) and above and below):
         words = [f"{'at least' if interval[0] == '[' else 'above'} {low:g}"]
         if high != math.inf:
-            words.append(f"{'at most' if interval[-1] == ']' else 'below'} {high:g}")
-        raise ConfigError(f"--{key} must be {' and '.join(words)}, got {value}")
+            words.append(f"{'at most' if interval[-1] == ']' else 'below'} {int(high) if high.is_integer() else high}")
+        finite = "" if math.isfinite(value) or math.isnan(value) else " (a finite number)"
+        raise ConfigError(f"--{key} must be {' and '.join(words)}{finite}, got {value}")
 
 
 def parse_config(config_cls, argv=None, base=None, base_source="base settings", defaults=None):
@@ -188,6 +189,8 @@ def unknown_key(key, names, source):
 
 def read_config_file(path):
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder; --config expects a .toml or .json file")
     if path.suffix not in (".toml", ".json"):
         raise ConfigError(f"{path}: config files must end in .toml or .json")
     try:
@@ -195,8 +198,6 @@ def read_config_file(path):
             settings = tomllib.load(f) if path.suffix == ".toml" else json.load(f)
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a folder; --config expects a .toml or .json file") from None
     except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path}: cannot parse: {e}") from None
     if not isinstance(settings, dict):
@@ -572,8 +573,9 @@ def resume_checkpoint(out_dir, config_key, command):
         raise CheckpointError(f"{path} holds a {ckpt['kind']} model but no training state (is it a copy of a "
                               f"ckpt.pt?); --resume needs the last.pt a run writes, or start without --resume")
     if config_key not in ckpt:
-        other = "python train.py" if "train_config" in ckpt else f"python finetune.py --task={ckpt['kind']}"
-        raise CheckpointError(f"{path} is a {ckpt['kind']} run, which {command} cannot continue: resume it with "
+        task = {"classifier": "classify"}.get(ckpt["kind"], ckpt["kind"])
+        other = "python train.py" if "train_config" in ckpt else f"python finetune.py --task={task}"
+        raise CheckpointError(f"{path} was written by {other}, which {command} cannot continue: resume it with "
                               f"{other} --resume --out_dir={out_dir}")
     return ckpt
 
@@ -780,10 +782,11 @@ def gathered_rng_states(run):
 
 def cli(main, argv=None):
     """Run a script's main(argv) as a command: bad settings or inputs end as one line on stderr and exit
-    status 2; otherwise the run's status decides (0 done, 130 interrupted as by Ctrl-C, 1 non-finite loss)."""
+    status 2; otherwise the run's status decides (0 done, 130 interrupted as by Ctrl-C, 1 non-finite loss;
+    a main that returns no status, like bench.py's, ends with 0)."""
     try:
         result = main(argv)
     except (ConfigError, DataError, CheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    sys.exit({"done": 0, "interrupted": 130, "nonfinite": 1}[result["status"]])
+    sys.exit({"done": 0, "interrupted": 130, "nonfinite": 1}[(result or {}).get("status", "done")])
