@@ -324,11 +324,30 @@ def test_corrupt_checkpoint_shows_an_error_not_a_traceback(monkeypatch, tmp_path
 
 
 def test_checkpoint_whose_weights_do_not_load_shows_an_error(monkeypatch, tmp_path, tokenizer):
-    classifier = gpt.GPTClassifier(tiny_gpt(tokenizer), 2)
-    gpt.save_checkpoint(tmp_path / "clf" / "ckpt.pt", classifier, tokenizer, kind="classifier")  # no labels
+    path = tmp_path / "run" / "ckpt.pt"
+    gpt.save_checkpoint(path, tiny_gpt(tokenizer), tokenizer)
+    ckpt = torch.load(path, weights_only=True)
+    torch.save({**ckpt, "config": {**ckpt["config"], "n_embd": 64}}, path)  # well-formed, but not these weights
     at = run_app(monkeypatch, tmp_path)
-    assert at.error[0].value.startswith("Cannot load clf/ckpt.pt: checkpoint config does not match its weights")
+    assert at.error[0].value.startswith(f"Cannot load run/ckpt.pt: {path.resolve()}: config does not match its weights")
     assert not at.tabs
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kind": "classifier"}, "a classifier needs 'labels'"),
+    ({"tokenizer": {"type": "char", "chars": ["a", "a"]}}, "'chars' must be distinct single characters"),
+    ({"config": {"vocab_size": 102, "n_embd": 30}}, "n_embd=30 is not divisible by n_head=4"),
+])
+def test_hand_made_checkpoint_shows_an_error_in_the_sidebar(monkeypatch, tmp_path, chat_out, change, message):
+    shutil.copytree(chat_out / "chat", tmp_path / "chat")
+    ckpt = torch.load(tmp_path / "chat" / "ckpt.pt", weights_only=True)
+    (tmp_path / "bad").mkdir()
+    torch.save({**ckpt, **change}, tmp_path / "bad" / "ckpt.pt")
+    at = run_app(monkeypatch, tmp_path)
+    [error] = at.sidebar.error
+    assert "bad/ckpt.pt: " in error.value and message in error.value
+    [option] = at.sidebar.selectbox(key="checkpoint").options  # the good checkpoint still opens
+    assert option.startswith("chat/ckpt.pt")
 
 
 def test_generate_streams_a_continuation(monkeypatch, all_kinds_out):

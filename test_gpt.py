@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 import gpt
-from gpt import (EOS_ID, INST_ID, PAD_ID, RESP_ID, SPECIAL_TOKENS, UNK_ID, BPETokenizer, CausalSelfAttention,
-                 CharTokenizer, CheckpointError, GPT, GPTClassifier, GPTConfig)
+from gpt import (EOS_ID, INST_ID, PAD_ID, RESP_ID, SPECIAL_TOKENS, UNK_ID, BPETokenizer, CharTokenizer,
+                 CheckpointError, GPT, GPTClassifier, GPTConfig)
 
 GPT_PY = Path(gpt.__file__)
 PRINTABLE_ASCII = "".join(chr(c) for c in range(32, 127)) + "\n\t"
@@ -51,10 +51,27 @@ def tiny_gpt(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weigh
     return model.eval()
 
 
-def set_fused(model, fused):
-    for module in model.modules():
-        if isinstance(module, CausalSelfAttention):
-            module.fused = fused
+def use_explicit_attention(monkeypatch):
+    """Put explicit_attention in the place of torch's fused kernel, which the model calls. The stand-in
+    ignores the mask it is handed and applies explicit_attention's own, so a wrong mask in forward makes
+    the two disagree. Returns the list of its calls: a test checks it ran, so it compares two paths."""
+    calls = []
+
+    def by_hand(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+        assert dropout_p == 0.0  # these tests run without dropout, which no two paths draw alike
+        calls.append(tuple(q.shape))
+        return gpt.explicit_attention(q, k, v)[0]
+
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", by_hand)
+    return calls
+
+
+@pytest.fixture(params=["fused", "explicit"])
+def kernel(request, monkeypatch):
+    """Run a test once with torch's fused attention and once with explicit_attention in its place."""
+    calls = use_explicit_attention(monkeypatch) if request.param == "explicit" else []
+    yield request.param
+    assert bool(calls) == (request.param == "explicit")
 
 
 def random_ids(n, vocab_size, seed):
@@ -198,10 +215,8 @@ def test_bpe_training_is_deterministic_across_processes():
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-@pytest.mark.parametrize("fused", [True, False])
-def test_logits_never_depend_on_later_tokens(fused, options):
+def test_logits_never_depend_on_later_tokens(kernel, options):
     model = tiny_gpt(weight_std=0.3, **options)
-    set_fused(model, fused)
     idx = random_ids(16, 32, seed=0)
     logits, _ = model(idx)
     for t in range(15):
@@ -214,19 +229,20 @@ def test_logits_never_depend_on_later_tokens(fused, options):
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_explicit_attention_matches_fused_forward_and_gradients(options):
+def test_explicit_attention_matches_fused_forward_and_gradients(options, monkeypatch):
     model = tiny_gpt(weight_std=0.3, **options).train()  # train mode, dropout 0: the same path training takes
     idx, targets = random_ids(16, 32, seed=0).repeat(3, 1), random_ids(48, 32, seed=1).view(3, 16)
 
-    def logits_loss_grads(fused):
-        set_fused(model, fused)
+    def logits_loss_grads():
         model.zero_grad()
         logits, loss = model(idx, targets)
         loss.backward()
         return logits, loss, {name: p.grad.clone() for name, p in model.named_parameters()}
 
-    fused_logits, fused_loss, fused_grads = logits_loss_grads(True)
-    explicit_logits, explicit_loss, explicit_grads = logits_loss_grads(False)
+    fused_logits, fused_loss, fused_grads = logits_loss_grads()
+    calls = use_explicit_attention(monkeypatch)
+    explicit_logits, explicit_loss, explicit_grads = logits_loss_grads()
+    assert calls == [(3, 2, 16, 16)] * 2  # one call per layer: the second pass really ran by hand
     assert torch.allclose(explicit_logits, fused_logits, atol=1e-5, rtol=0)
     assert torch.allclose(explicit_loss, fused_loss, atol=1e-5, rtol=0)
     assert fused_grads.keys() == explicit_grads.keys()
@@ -235,15 +251,31 @@ def test_explicit_attention_matches_fused_forward_and_gradients(options):
         assert torch.allclose(explicit_grads[name], grad, atol=1e-5, rtol=0), name
 
 
-def test_attention_maps_are_causal_distributions():
-    model = tiny_gpt(weight_std=0.3)
-    maps = model.attention_maps(random_ids(10, 32, seed=0).repeat(2, 1))
-    assert len(maps) == 2
-    for weights in maps:
-        assert weights.shape == (2, 2, 10, 10)
-        assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 10))
-        allowed = torch.ones(10, 10, dtype=torch.bool).tril()
-        assert torch.all(weights[..., ~allowed] == 0) and torch.all(weights[..., allowed] > 0)
+@pytest.mark.parametrize("options", VARIANTS)
+def test_fused_attention_after_cached_keys_matches_explicit_attention(options, monkeypatch):
+    """Queries that follow cached keys take the fused kernel's attn_mask path; its chunks must give what
+    explicit_attention gives for the whole sequence at once."""
+    model = tiny_gpt(weight_std=0.3, **options)
+    idx, cache = random_ids(16, 32, seed=0), [{} for _ in model.blocks]
+    chunks = [model(idx[:, start:end], cache=cache)[0] for start, end in [(0, 6), (6, 7), (7, 11), (11, 16)]]
+    calls = use_explicit_attention(monkeypatch)
+    explicit, _ = model(idx)
+    assert calls and torch.allclose(torch.cat(chunks, dim=1), explicit, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("options", VARIANTS)
+def test_attention_weights_from_a_layers_projections_are_causal_distributions(options):
+    model = tiny_gpt(weight_std=0.3, block_size=10, **options)
+    rotary = (model.rope_cos, model.rope_sin) if options["rope"] else None
+    q, k, v = model.blocks[0].attn.qkv(torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(0)), rotary)
+    assert q.shape == k.shape == v.shape == (2, 2, 10, 16)
+    y, weights = gpt.explicit_attention(q, k, v)
+    assert y.shape == (2, 2, 10, 16) and weights.shape == (2, 2, 10, 10)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 10))
+    allowed = torch.ones(10, 10, dtype=torch.bool).tril()
+    assert torch.all(weights[..., ~allowed] == 0) and torch.all(weights[..., allowed] > 0)
+    _, last_rows = gpt.explicit_attention(q[:, :, 7:], k, v)  # queries after cached keys: the same rows
+    assert torch.allclose(last_rows, weights[:, :, 7:])
 
 
 def test_rotary_attention_scores_depend_only_on_relative_position():
@@ -278,7 +310,7 @@ def test_hidden_states_are_what_the_lm_head_reads():
 
 
 def test_forward_rejects_sequences_longer_than_block_size():
-    with pytest.raises(ValueError, match="exceeds block_size 16"):
+    with pytest.raises(ValueError, match="17 tokens exceed block_size 16"):
         tiny_gpt()(random_ids(17, 32, seed=0))
 
 
@@ -376,13 +408,11 @@ def test_freeze_rejects_unknown_strategies():
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("prompt_len, new_tokens", [(3, 40), (16, 20), (25, 40)])
-def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, new_tokens, options):
+def test_kv_cache_greedy_generation_matches_full_recompute(kernel, prompt_len, new_tokens, options):
     """Prompts shorter than, equal to and longer than block_size 16, generating well past it so the
     context window moves (and the cache refills) several times."""
     model = tiny_gpt(weight_std=0.3, seed=1, **options)  # seed 1: no variant gets stuck repeating a token
-    set_fused(model, fused)
     prompt = random_ids(prompt_len, 32, seed=prompt_len)
     cached = model.generate(prompt, new_tokens, temperature=0)
     recomputed = model.generate(prompt, new_tokens, temperature=0, use_cache=False)
@@ -393,10 +423,8 @@ def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, ne
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-@pytest.mark.parametrize("fused", [True, False])
-def test_cached_chunks_give_the_same_logits_as_a_full_forward(fused, options):
+def test_cached_chunks_give_the_same_logits_as_a_full_forward(kernel, options):
     model = tiny_gpt(weight_std=0.3, **options)
-    set_fused(model, fused)
     idx = random_ids(16, 32, seed=0)
     full, _ = model(idx)
     cache = [{} for _ in model.blocks]
@@ -542,16 +570,17 @@ def test_files_that_are_not_checkpoints_raise_clear_errors(tmp_path):
 
 
 def test_config_that_does_not_match_the_weights_raises_a_clear_error(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    gpt.save_checkpoint(path, tiny_gpt(), CharTokenizer.from_text(""))
+    tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
+    gpt.save_checkpoint(path, tiny_gpt(vocab_size=tok.vocab_size), tok)
     ckpt = gpt.load_checkpoint(path)
-    for change in ({"n_embd": 64}, {"n_layer": 3}, {"vocab_size": 40}, {"no_such_field": 1}):
+    for change in ({"n_embd": 64}, {"n_layer": 3}, {"vocab_size": 110}, {"rope": True}):
         broken = {**ckpt, "config": {**ckpt["config"], **change}}
         with pytest.raises(CheckpointError, match="does not match"):
             gpt.model_from_checkpoint(broken)
     torch.save({**ckpt, "config": {**ckpt["config"], "n_embd": 64}}, path)
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="config does not match its weights") as error:
         gpt.load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -582,10 +611,9 @@ def test_pick_device_cpu_is_always_available():
     assert gpt.pick_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("name, message", [("nonsense", "unknown device 'nonsense'"), ("cuda:x", "unknown device"),
-                                           ("meta", "unsupported device 'meta'")])
-def test_pick_device_rejects_names_that_are_not_devices(name, message):
-    with pytest.raises(ValueError, match=message):
+@pytest.mark.parametrize("name", ["nonsense", "cuda:x", "meta", "CPU", "cuda:-1"])
+def test_pick_device_rejects_names_that_are_not_devices(name):
+    with pytest.raises(ValueError, match=f"unknown device '{name}': expected auto, cpu, cuda"):
         gpt.pick_device(name)
 
 
@@ -601,18 +629,19 @@ def test_pick_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda_gpus,
     assert gpt.pick_device("auto").type == expected
 
 
-@pytest.mark.parametrize("name, message", [("cuda", "no CUDA GPU"), ("cuda:0", "no CUDA GPU"),
-                                           ("mps", "MPS is not available")])
+@pytest.mark.parametrize("name, message", [("cuda", "sees no CUDA GPU"), ("cuda:0", "sees no CUDA GPU"),
+                                           ("mps", "MPS was asked for, but is not available")])
 def test_pick_device_refuses_an_explicit_device_that_is_missing(monkeypatch, name, message):
     pretend_hardware(monkeypatch, cuda_gpus=0, mps=False)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         gpt.pick_device(name)
+    assert "--" not in str(error.value)  # a library function: its callers, not it, know their flags
 
 
 def test_pick_device_checks_the_cuda_index(monkeypatch):
     pretend_hardware(monkeypatch, cuda_gpus=2, mps=False)
     assert gpt.pick_device("cuda:1") == torch.device("cuda:1")
-    with pytest.raises(ValueError, match="only 2 CUDA GPU"):
+    with pytest.raises(ValueError, match="'cuda:2' was asked for, but this torch build sees 2 CUDA GPU"):
         gpt.pick_device("cuda:2")
 
 
@@ -669,11 +698,13 @@ def test_cli_reports_a_missing_checkpoint_without_a_traceback(tmp_path, capsys):
 
 
 def test_cli_refuses_to_sample_from_a_classifier(tmp_path, capsys):
-    path = tmp_path / "clf.pt"
-    gpt.save_checkpoint(path, classifier(), CharTokenizer.from_text(""), kind="classifier", labels=["a", "b", "c"])
-    with pytest.raises(SystemExit):
+    tok, path = CharTokenizer.from_text(""), tmp_path / "clf.pt"
+    model = GPTClassifier(tiny_gpt(vocab_size=tok.vocab_size), 3)
+    gpt.save_checkpoint(path, model, tok, kind="classifier", labels=["a", "b", "c"])
+    with pytest.raises(SystemExit) as exit:
         gpt.main(["--ckpt", str(path), "--device", "cpu"])
-    assert "is a classifier" in capsys.readouterr().err
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == f"error: {path} is a classifier; it labels text rather than writing it\n"
 
 
 # ----------------------------------------------------------------------------------------------------
