@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -198,6 +199,32 @@ def test_tokenizer_from_dict_rejects_unknown_types():
         gpt.tokenizer_from_dict({"type": "wordpiece"})
 
 
+BAD_TOKENIZERS = [
+    ({"type": "wordpiece"}, "unknown tokenizer type 'wordpiece': expected 'char' or 'bpe'"),
+    ({"chars": ["a"]}, "unknown tokenizer type None"),
+    ("char", "unknown tokenizer type None"),
+    ({"type": "char"}, "a char tokenizer needs 'chars', a list, not None"),
+    ({"type": "char", "chars": "abc"}, "a char tokenizer needs 'chars', a list, not 'abc'"),
+    ({"type": "char", "chars": ["a", "bc"]}, "'chars' must be distinct single characters, not ['bc']"),
+    ({"type": "char", "chars": ["a", 7, ""]}, "'chars' must be distinct single characters, not [7, '']"),
+    ({"type": "char", "chars": ["a", "b", "a"]}, "'chars' must be distinct single characters, not ['a']"),
+    ({"type": "bpe"}, "a bpe tokenizer needs 'merges', a list, not None"),
+    ({"type": "bpe", "merges": [[5, 6], [7]]}, "merge [7] makes id 262, so it must pair two ids from 5 to 261"),
+    ({"type": "bpe", "merges": [5]}, "merge 5 makes id 261"),
+    ({"type": "bpe", "merges": [[5, 261]]}, "merge [5, 261] makes id 261, so it must pair two ids from 5 to 260"),
+    ({"type": "bpe", "merges": [[0, 5]]}, "merge [0, 5] makes id 261"),  # <pad> is no byte sequence
+    ({"type": "bpe", "merges": [[-1, 6]]}, "merge [-1, 6] makes id 261"),
+    ({"type": "bpe", "merges": [[5.0, 6]]}, "merge [5.0, 6] makes id 261"),
+    ({"type": "bpe", "merges": [[True, 6]]}, "merge [True, 6] makes id 261"),
+]
+
+
+@pytest.mark.parametrize("d, message", BAD_TOKENIZERS)
+def test_tokenizer_from_dict_names_what_is_wrong_with_a_hand_made_dict(d, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gpt.tokenizer_from_dict(d)
+
+
 def test_bpe_training_is_deterministic_across_processes():
     # Each process hashes strings with its own random seed; merges must not depend on hash order.
     script = ("import json, sys, gpt; text = open(sys.argv[1], encoding='utf-8').read(); "
@@ -312,6 +339,35 @@ def test_hidden_states_are_what_the_lm_head_reads():
 def test_forward_rejects_sequences_longer_than_block_size():
     with pytest.raises(ValueError, match="17 tokens exceed block_size 16"):
         tiny_gpt()(random_ids(17, 32, seed=0))
+
+
+BAD_CONFIGS = [
+    ({"n_layer": "2"}, "n_layer='2': expected a positive int"),
+    ({"n_layer": 2.0}, "n_layer=2.0: expected a positive int"),
+    ({"n_head": True}, "n_head=True: expected a positive int"),
+    ({"vocab_size": None}, "vocab_size=None: expected a positive int"),
+    ({"block_size": 0}, "block_size=0: expected a positive int"),
+    ({"n_embd": -32}, "n_embd=-32: expected a positive int"),
+    ({"dropout": "0.1"}, "dropout='0.1': expected float"),
+    ({"dropout": 1.0}, "dropout=1.0: expected 0 <= dropout < 1"),
+    ({"dropout": -0.1}, "dropout=-0.1: expected 0 <= dropout < 1"),
+    ({"dropout": float("nan")}, "dropout=nan: expected 0 <= dropout < 1"),
+    ({"bias": 1}, "bias=1: expected bool"),
+    ({"rope": "yes"}, "rope='yes': expected bool"),
+    ({"n_embd": 33}, "n_embd=33 is not divisible by n_head=2"),
+    ({"n_head": 32, "rope": True}, "rope turns pairs, so needs an even head size, not 1"),
+]
+TINY_CONFIG = {"vocab_size": 102, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
+
+
+@pytest.mark.parametrize("change, message", BAD_CONFIGS)
+def test_gpt_config_names_a_bad_field(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GPTConfig(**{**TINY_CONFIG, **change})
+
+
+def test_gpt_config_takes_a_whole_number_dropout():
+    assert GPTConfig(**TINY_CONFIG, dropout=0).dropout == 0
 
 
 def test_small_model_overfits_one_batch():
@@ -487,8 +543,80 @@ def test_same_seed_gives_same_text_and_another_seed_other_text():
 
 @pytest.mark.parametrize("shape", [(5,), (2, 5), (1, 0), (1, 2, 3)])
 def test_generate_rejects_prompts_that_are_not_one_row(shape):
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=re.escape(f"prompt shape {shape}: expected (1, T>0)")):
         tiny_gpt().generate(torch.ones(shape, dtype=torch.long), 3)
+
+
+BAD_SAMPLING = [
+    ({"temperature": -1}, "temperature=-1: expected a finite number >= 0 (0 is greedy)"),
+    ({"temperature": float("nan")}, "temperature=nan: expected a finite number >= 0"),
+    ({"temperature": float("inf")}, "temperature=inf: expected a finite number >= 0"),
+    ({"temperature": "hot"}, "temperature='hot': expected a finite number >= 0"),
+    ({"top_k": 0}, "top_k=0: expected an int >= 1 (None: off)"),
+    ({"top_k": -5}, "top_k=-5: expected an int >= 1 (None: off)"),
+    ({"top_k": 2.5}, "top_k=2.5: expected an int >= 1"),
+    ({"top_p": 0}, "top_p=0: expected (0, 1]"),
+    ({"top_p": 2}, "top_p=2: expected (0, 1]"),
+    ({"top_p": -0.5}, "top_p=-0.5: expected (0, 1]"),
+    ({"top_p": float("nan")}, "top_p=nan: expected (0, 1]"),
+]
+
+
+@pytest.mark.parametrize("setting, message", BAD_SAMPLING)
+def test_sample_next_names_a_bad_setting(setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gpt.sample_next(torch.zeros(4), **setting)
+
+
+@pytest.mark.parametrize("setting, message", BAD_SAMPLING + [({"max_new_tokens": -1}, "max_new_tokens=-1: expected >= 0"),
+                                                             ({"max_new_tokens": 2.0}, "max_new_tokens=2.0")])
+def test_generate_names_a_bad_setting_before_any_forward_pass(setting, message, monkeypatch):
+    model = tiny_gpt()
+    monkeypatch.setattr(GPT, "forward", lambda *args, **kwargs: pytest.fail("a forward pass ran"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.generate(random_ids(3, 32, seed=0), **{"max_new_tokens": 5, **setting})
+
+
+def test_generate_checks_its_settings_once_not_at_every_token(monkeypatch):
+    calls, check = [], gpt.check_sampling
+    monkeypatch.setattr(gpt, "check_sampling", lambda *args: calls.append(args) or check(*args))
+    out = tiny_gpt().generate(random_ids(3, 32, seed=0), 10, temperature=0.5, top_k=5, top_p=0.9, seed=0)
+    assert out.shape == (1, 13) and calls == [(0.5, 5, 0.9, 10)]
+    gpt.sample_next(torch.zeros(4), 0.5)
+    assert len(calls) == 2  # called alone, sample_next checks for itself
+
+
+def test_max_new_tokens_zero_generates_nothing():
+    prompt = random_ids(3, 32, seed=0)
+    assert torch.equal(tiny_gpt().generate(prompt, 0), prompt)
+
+
+def test_shorten_prompt_keeps_the_last_tokens_and_room_for_one_more():
+    ids = list(range(5, 25))  # 20 tokens
+    assert gpt.shorten_prompt(ids, 21) == ids  # 20 + 1 new token fit
+    assert gpt.shorten_prompt(ids, 20) == ids[1:]
+    assert gpt.shorten_prompt(ids, 8) == ids[-7:]
+
+
+def test_shorten_prompt_keeps_an_instructions_markers_around_the_end_of_its_text():
+    tok = CharTokenizer.from_text("")
+    ids = gpt.instruction_ids(tok, "abcdefghij")
+    assert gpt.shorten_prompt(ids, 13) == ids
+    assert gpt.shorten_prompt(ids, 8) == [INST_ID] + tok.encode("fghij") + [RESP_ID]
+
+
+def test_decode_stream_emits_a_character_split_across_tokens_once_and_whole():
+    tok = BPETokenizer([])  # bytes only: é takes two tokens, 世 three, 🙂 four
+    text = "é世a🙂!"
+    pieces = gpt.decode_stream(tok, iter(tok.encode(text)))
+    assert next(pieces) == "é"  # streamed: the first character comes before the stream ends
+    assert list(pieces) == ["世", "a", "🙂", "!"]
+
+
+def test_decode_stream_shows_a_character_the_stream_stopped_inside():
+    tok = BPETokenizer([])
+    ids = tok.encode("a世")[:-1]
+    assert list(gpt.decode_stream(tok, ids)) == ["a", "\ufffd"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -583,6 +711,103 @@ def test_config_that_does_not_match_the_weights_raises_a_clear_error(tmp_path):
     assert str(error.value).startswith(f"{path}: ")
 
 
+def checkpoint_dict(tmp_path, classifier=False):
+    """A valid checkpoint's dict, to change by hand, and where to write it."""
+    tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
+    model = GPTClassifier(tiny_gpt(vocab_size=tok.vocab_size), 3) if classifier else tiny_gpt(vocab_size=tok.vocab_size)
+    gpt.save_checkpoint(path, model, tok, **({"kind": "classifier", "labels": ["a", "b", "c"]} if classifier else {}))
+    return torch.load(path, weights_only=True), path
+
+
+def refusal(path, ckpt):
+    """The message of the CheckpointError that loading ckpt, saved at path, raises."""
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as error:
+        gpt.load_checkpoint(path)
+    assert str(error.value).startswith(f"{path}: ")
+    return str(error.value)
+
+
+@pytest.mark.parametrize("tokenizer, message", BAD_TOKENIZERS)
+def test_loading_names_what_is_wrong_with_the_tokenizer(tmp_path, tokenizer, message):
+    ckpt, path = checkpoint_dict(tmp_path)
+    assert message in refusal(path, {**ckpt, "tokenizer": tokenizer})
+
+
+@pytest.mark.parametrize("change, message", BAD_CONFIGS + [
+    ({"no_such_field": 1, "n_layers": 2}, "unknown config keys ['n_layers', 'no_such_field']: GPTConfig has ['vocab_size',"),
+])
+def test_loading_names_what_is_wrong_with_the_config(tmp_path, change, message):
+    ckpt, path = checkpoint_dict(tmp_path)
+    assert message in refusal(path, {**ckpt, "config": {**ckpt["config"], **change}})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "gpt.py/0"}, "format 'gpt.py/0': this reads 'gpt.py/1'"),
+    ({"kind": "base"}, "kind 'base': expected pretrained, classifier or instruct"),
+    ({"config": [102, 16]}, "config and model must be dicts"),
+    ({"model": None}, "config and model must be dicts"),
+    ({"tokenizer": CharTokenizer.from_text("ünï世").to_dict()},
+     "the tokenizer has 105 tokens but the model's embedding has 102 rows"),
+    ({"tokenizer": BPETokenizer([]).to_dict()}, "the tokenizer has 261 tokens but the model's embedding has 102 rows"),
+])
+def test_loading_names_what_is_wrong_with_a_checkpoint(tmp_path, change, message):
+    ckpt, path = checkpoint_dict(tmp_path)
+    assert message in refusal(path, {**ckpt, **change})
+
+
+@pytest.mark.parametrize("labels, message", [
+    (None, "a classifier needs 'labels', a non-empty list of strings, not None"),
+    ([], "a classifier needs 'labels', a non-empty list of strings, not []"),
+    ("abc", "a classifier needs 'labels', a non-empty list of strings, not 'abc'"),
+    (["a", 2, "c"], "a classifier needs 'labels', a non-empty list of strings, not ['a', 2, 'c']"),
+    (["a", "b"], "2 labels, but the classifier head has 3 rows"),
+])
+def test_loading_names_what_is_wrong_with_a_classifiers_labels(tmp_path, labels, message):
+    ckpt, path = checkpoint_dict(tmp_path, classifier=True)
+    assert message in refusal(path, {**ckpt, "labels": labels})
+
+
+def test_load_model_and_the_cli_report_a_hand_made_checkpoint_in_one_line(tmp_path, capsys):
+    ckpt, path = checkpoint_dict(tmp_path)
+    message = refusal(path, {**ckpt, "config": {**ckpt["config"], "dropout": 2.0}})
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        gpt.load_model(path)
+    with pytest.raises(SystemExit) as exit:
+        gpt.main(["--ckpt", str(path), "--device", "cpu"])
+    assert exit.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_checkpoint_from_before_rotary_embeddings_still_loads(tmp_path):
+    ckpt, path = checkpoint_dict(tmp_path)
+    del ckpt["config"]["rope"]
+    torch.save(ckpt, path)
+    model, _, _ = gpt.load_model(path)
+    assert not model.config.rope
+
+
+def test_saves_into_one_folder_at_once_write_separate_temporary_files(tmp_path, monkeypatch):
+    """A second save starts while the first is writing (as two processes sharing out/ may): with one
+    shared temporary name the second would write into the first's file and take it away from under it."""
+    tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
+    first, second = tiny_gpt(vocab_size=tok.vocab_size, seed=0), tiny_gpt(vocab_size=tok.vocab_size, seed=1)
+    real_save, temp_files = torch.save, []
+
+    def save_while_another_saves(obj, f):
+        temp_files.append(Path(f.name))
+        if len(temp_files) == 1:
+            gpt.save_checkpoint(path, second, tok)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_while_another_saves)
+    gpt.save_checkpoint(path, first, tok)
+    monkeypatch.undo()
+    assert len(set(temp_files)) == 2 and all(f.parent == tmp_path and str(os.getpid()) in f.name for f in temp_files)
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+    idx = random_ids(8, tok.vocab_size, seed=0)
+    assert torch.equal(logits_of(gpt.load_model(path)[0], idx), logits_of(first, idx))  # the last to finish
+
+
 def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
     old, new = tiny_gpt(vocab_size=tok.vocab_size, seed=0), tiny_gpt(vocab_size=tok.vocab_size, seed=1)
@@ -599,6 +824,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
     with pytest.raises(OSError, match="No space left"):
         gpt.save_checkpoint(path, new, tok)
     monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # the half-written temporary file is gone
     idx = random_ids(8, tok.vocab_size, seed=0)
     assert torch.equal(logits_of(gpt.load_model(path)[0], idx), logits_of(old, idx))
 
@@ -695,6 +921,44 @@ def test_cli_reports_a_missing_checkpoint_without_a_traceback(tmp_path, capsys):
     assert exit.value.code == 2
     err = capsys.readouterr().err
     assert "nope.pt: no such checkpoint file" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "-1"], "temperature=-1.0: expected a finite number >= 0 (0 is greedy)"),
+    (["--temperature", "nan"], "temperature=nan: expected a finite number >= 0 (0 is greedy)"),
+    (["--top_p", "2"], "top_p=2.0: expected (0, 1]"),
+    (["--top_k", "0"], "top_k=0: expected an int >= 1 (None: off)"),
+    (["--top_k", "-5"], "top_k=-5: expected an int >= 1 (None: off)"),
+    (["--max_new_tokens", "-1"], "max_new_tokens=-1: expected >= 0"),
+])
+def test_cli_rejects_bad_sampling_values_in_one_line(char_checkpoint, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit:
+        gpt.main(["--ckpt", str(char_checkpoint[0]), "--device", "cpu", *flags])
+    assert exit.value.code == 2
+    assert capsys.readouterr() == ("", f"error: {message}\n")
+
+
+def test_cli_shortens_a_long_instruction_keeping_its_markers_and_says_so(tmp_path, capsys):
+    tok, path = CharTokenizer.from_text(""), tmp_path / "instruct.pt"
+    model = tiny_gpt(vocab_size=tok.vocab_size, block_size=16, weight_std=0.3)
+    gpt.save_checkpoint(path, model, tok, kind="instruct")
+    gpt.main(["--ckpt", str(path), "--prompt", "abcdefghijklmnopqrstuvwxyz", "--max_new_tokens", "3",
+              "--temperature", "0", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    kept = [INST_ID] + tok.encode("nopqrstuvwxyz") + [RESP_ID]  # 15 tokens: one new token still fits in 16
+    new = list(model.generate_stream(torch.tensor([kept]), 3, temperature=0, stop_ids=(EOS_ID,)))
+    assert out == "<inst>nopqrstuvwxyz<resp>" + tok.decode(new) + "\n"
+    assert err == ("note: the prompt has 28 tokens; kept 15 to leave room for an answer in the context of 16 "
+                   "(the last ones, and any <inst> and <resp>)\n")
+
+
+def test_cli_shortens_a_long_plain_prompt_to_its_end(char_checkpoint, capsys):
+    path, _, _ = char_checkpoint  # block_size 32
+    gpt.main(["--ckpt", str(path), "--prompt", "x" * 20 + "abcdefghijklmnopqrstuvwxyz", "--max_new_tokens", "1",
+              "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert out.startswith("x" * 5 + "abcdefghijklmnopqrstuvwxyz") and len(out) == 31 + 1 + 1
+    assert err.startswith("note: the prompt has 46 tokens; kept 31 ")
 
 
 def test_cli_refuses_to_sample_from_a_classifier(tmp_path, capsys):
