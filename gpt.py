@@ -158,10 +158,10 @@ def tokenizer_from_dict(d):
             [c for c, n in Counter(d["chars"]).items() if n > 1]
         require(not bad, f"char tokenizer: 'chars' must be distinct single characters, not {bad[:3]!r:.60}")
         return CharTokenizer(d["chars"])
-    for i, pair in enumerate(d["merges"], start=len(SPECIAL_TOKENS) + 256):  # i: the id this merge makes
-        require(isinstance(pair, (list, tuple)) and len(pair) == 2
-                and all(type(t) is int and len(SPECIAL_TOKENS) <= t < i for t in pair),
-                f"bpe tokenizer: merge {pair!r:.40} makes id {i}, so it must pair two ids from 5 to {i - 1}")
+    byte0 = len(SPECIAL_TOKENS)
+    for i, pair in enumerate(d["merges"], start=byte0 + 256):  # i: the id this merge makes
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(type(t) is int and byte0 <= t < i for t in pair)
+        require(ok, f"bpe tokenizer: merge {pair!r:.40} makes id {i}, so it must pair two ids from {byte0} to {i - 1}")
     return BPETokenizer(d["merges"])
 
 
@@ -231,8 +231,8 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:  # keys and values grow to (B, nh, T_past + T, hs)
             k = cache["k"] = torch.cat([cache["k"], k], dim=2) if "k" in cache else k
             v = cache["v"] = torch.cat([cache["v"], v], dim=2) if "v" in cache else v
-        # The fused kernel, explicit_attention without the weights. is_causal aligns the mask top-left,
-        # which is wrong when queries follow cached keys: those get causal_mask.
+        # torch's fused kernel computes explicit_attention without keeping the weights. Its is_causal aligns
+        # the mask top-left, which is wrong when queries follow cached keys: those get causal_mask instead.
         mask = None if T == k.size(2) else causal_mask(T, k.size(2), x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
@@ -287,7 +287,7 @@ class GPTConfig:
         """Check every field, so a bad config fails here, by name, rather than deep inside torch."""
         for f in fields(self):
             value = getattr(self, f.name)
-            ok = isinstance(value, (int, float) if f.type is float else f.type)  # a dropout of 0 is fine
+            ok = isinstance(value, (int, float) if f.type is float else f.type)  # a dropout of 0 is fine, True is not
             ok = ok and isinstance(value, bool) == (f.type is bool) and (f.type is not int or value > 0)
             require(ok, f"{f.name}={value!r}: expected " + ("a positive int" if f.type is int else f.type.__name__))
         require(0 <= self.dropout < 1, f"dropout={self.dropout}: expected 0 <= dropout < 1")
@@ -560,7 +560,7 @@ def pick_device(name="auto"):
     if name == "auto":
         mps = torch.backends.mps.is_available()
         return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
-    require(re.fullmatch(r"cpu|mps|cuda(:\d+)?", name), f"unknown device {name!r}: expected auto, cpu, cuda[:N] or mps")
+    require(re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", name), f"unknown device {name!r}: use auto, cpu, cuda[:N] or mps")
     device, gpus = torch.device(name), torch.cuda.device_count() if torch.cuda.is_available() else 0
     require(device.type != "cuda" or (device.index or 0) < gpus, f"{name!r} was asked for, but this torch build "
             f"sees {gpus or 'no'} CUDA GPU(s)")

@@ -839,7 +839,7 @@ def test_pick_device_cpu_is_always_available():
 
 @pytest.mark.parametrize("name", ["nonsense", "cuda:x", "meta", "CPU", "cuda:-1"])
 def test_pick_device_rejects_names_that_are_not_devices(name):
-    with pytest.raises(ValueError, match=f"unknown device '{name}': expected auto, cpu, cuda"):
+    with pytest.raises(ValueError, match=f"unknown device '{name}': use auto, cpu, cuda"):
         gpt.pick_device(name)
 
 
