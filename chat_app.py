@@ -224,19 +224,14 @@ def stream_tokens(loaded, prompt_ids, max_new_tokens, stop_ids=(), **sampling):
 
 
 def text_pieces(tokenizer, tokens, new_ids):
-    """Turn a stream of token ids into a stream of text, collecting every id into new_ids. The text
-    so far is decoded whole at each step, so a character whose UTF-8 bytes span two BPE tokens
-    appears once it is complete. <eos> ends the answer and is not shown."""
-    shown = ""
-    for token in tokens:
-        new_ids.append(token)
-        text = tokenizer.decode([i for i in new_ids if i != gpt.EOS_ID])
-        if not text.endswith("\ufffd"):  # the replacement character: half a character so far
-            yield text[len(shown):]
-            shown = text
-    text = tokenizer.decode([i for i in new_ids if i != gpt.EOS_ID])
-    if len(text) > len(shown):
-        yield text[len(shown):]
+    """The text of a stream of token ids, piece by piece, with every id collected into new_ids for the
+    trace. <eos> ends the answer and is not shown; gpt.decode_stream keeps multi-byte characters whole."""
+    def collect():
+        for token in tokens:
+            new_ids.append(token)
+            if token != gpt.EOS_ID:
+                yield token
+    return gpt.decode_stream(tokenizer, collect())
 
 
 def as_markdown(text):
@@ -255,6 +250,27 @@ def token_labels(tokenizer, ids):
     """One unique, visible label per token for chart axes: position, then the token with spaces and
     newlines made visible."""
     return [f"{i} {tokenizer.decode([t]).replace(' ', '␣').replace(chr(10), '⏎')}" for i, t in enumerate(ids)]
+
+
+def attention_maps(model, idx):
+    """(one (B, n_head, T, T) tensor of attention weights per layer, logits) for idx (B, T). The model
+    returns no weights, so a forward pre-hook on each layer's attention takes the input it is given and
+    recomputes the weights from that layer's own queries and keys with gpt.explicit_attention. Call it
+    holding the model's lock: while the hooks are on, every forward pass records."""
+    maps = []
+
+    def record(attention, args, kwargs):
+        q, k, v = attention.qkv(args[0], kwargs.get("rotary"))
+        maps.append(gpt.explicit_attention(q, k, v)[1])
+
+    hooks = [block.attn.register_forward_pre_hook(record, with_kwargs=True) for block in model.blocks]
+    try:
+        with torch.no_grad():
+            logits, _ = model(idx)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return maps, logits
 
 
 def top_next_tokens(logits, tokenizer, k=10):
@@ -517,9 +533,8 @@ def inspect_tab(loaded, info):
     layer = left.selectbox("Layer", range(config.n_layer), key="inspect_layer")
     head = right.selectbox("Head", range(config.n_head), key="inspect_head")
     idx = torch.tensor([ids], device=loaded.device)
-    with loaded.lock, torch.no_grad():
-        maps = loaded.language_model.attention_maps(idx)  # n_layer x (1, n_head, T, T)
-        logits, _ = loaded.language_model(idx)
+    with loaded.lock:
+        maps, logits = attention_maps(loaded.language_model, idx)  # n_layer x (1, n_head, T, T)
     st.altair_chart(attention_heatmap(maps[layer][0, head].cpu(), token_labels(loaded.tokenizer, ids)))
     if info.kind == "classifier":
         return  # its language-model head was not what finetuning trained

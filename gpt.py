@@ -1,28 +1,34 @@
-"""
-gpt.py: a GPT you can read in one sitting, from raw text to sampled text.
+"""gpt.py: a GPT you can read in one sitting, from raw text to sampled text.
 
 Reading order, which is also the order the ideas build on each other:
   1. tokenizers    text <-> integer ids (characters, then byte-level BPE)
   2. attention     causal self-attention, first by hand, then the fused kernel; rotary positions
   3. the model     MLP, Block, GPT (the GPT-2 architecture, scaled down, rotary positions optional)
   4. heads         a classifier on the GPT's hidden states, and how to freeze the backbone
-  5. sampling      temperature, top-k, top-p, and a KV cache so each new token costs one step
-  6. checkpoints   one file with config, weights and tokenizer, written atomically, loaded safely
+  5. sampling      temperature, top-k, top-p, a KV cache so each new token costs one step, streamed text
+  6. checkpoints   one file with config, weights and tokenizer, written atomically, checked on load
   7. devices, CLI  `python gpt.py --ckpt out/kjv/ckpt.pt --prompt "In the beginning"`
 
 Depends on torch and the standard library only, so it can be copied into any project.
 """
 import argparse
-import json
 import math
 import os
 import re
+import sys
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+
+def require(ok, message):
+    """Every error for people in this file: one ValueError naming the input and what was expected."""
+    if not ok:
+        raise ValueError(message)
+
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Tokenizers
@@ -33,11 +39,8 @@ PAD_ID, UNK_ID, EOS_ID, INST_ID, RESP_ID = range(len(SPECIAL_TOKENS))
 
 
 class CharTokenizer:
-    """One token per character. No word is ever unknown; sequences are long.
-
-    Vocabulary: the special tokens, then every printable ASCII character, newline and tab (so any
-    English prompt encodes), then whatever other characters the training corpus holds.
-    """
+    """One token per character: no word is ever unknown; sequences are long. Vocabulary: the specials, every
+    printable ASCII character, newline and tab (any English prompt encodes), then the corpus's other characters."""
 
     def __init__(self, chars):
         self.chars = list(chars)
@@ -61,18 +64,14 @@ class CharTokenizer:
         return {"type": "char", "chars": self.chars}
 
 
-# Pre-split text into words before BPE, so merges never cross a word boundary: contractions, letters
-# with one leading space, up to three digits, runs of punctuation, and whitespace. Every character
-# falls into one of these, which keeps encoding lossless.
+# Pre-split text into words so merges never cross a word boundary: contractions, letters with one leading
+# space, up to three digits, runs of punctuation, whitespace. Every character falls in one: lossless.
 BPE_SPLIT = re.compile(r"'(?:[sdmt]|ll|ve|re)| ?[^\W\d_]+| ?\d{1,3}| ?(?:[^\s\w]|_)+|\s+(?!\S)|\s+")
 
 
 class BPETokenizer:
-    """Byte-level byte-pair encoding, trained from scratch.
-
-    Start from the 256 byte values (so any Unicode string encodes), then repeatedly merge the most
-    frequent adjacent pair into a new token. Ids: specials, then bytes, then merges in learned order.
-    """
+    """Byte-level byte-pair encoding, trained from scratch: from the 256 byte values (so any string encodes),
+    merge the most frequent adjacent pair into a new token, again and again. Ids: specials, bytes, merges."""
 
     def __init__(self, merges):
         self.merges = [tuple(pair) for pair in merges]
@@ -80,7 +79,8 @@ class BPETokenizer:
         first_merge = self.byte0 + 256
         self.rank = {pair: first_merge + i for i, pair in enumerate(self.merges)}
         self.vocab_size = first_merge + len(self.merges)
-        self.token_bytes = [b""] * self.byte0 + [bytes([b]) for b in range(256)]
+        # A special token's bytes are its name, so decode shows it; no merge ever contains one.
+        self.token_bytes = [name.encode() for name in SPECIAL_TOKENS] + [bytes([b]) for b in range(256)]
         for a, b in self.merges:
             self.token_bytes.append(self.token_bytes[a] + self.token_bytes[b])
         self.cache = {}
@@ -119,11 +119,8 @@ class BPETokenizer:
     def _encode_word(self, word):
         if word not in self.cache:
             ids = [self.byte0 + b for b in word.encode("utf-8")]
-            while len(ids) > 1:
-                # Apply the earliest-learned merge first, exactly as training did.
-                pair = min(zip(ids, ids[1:]), key=lambda p: self.rank.get(p, math.inf))
-                if pair not in self.rank:
-                    break
+            # Apply the earliest-learned merge first, exactly as training did, until no pair has been learned.
+            while (pair := min(zip(ids, ids[1:]), key=lambda p: self.rank.get(p, math.inf), default=None)) in self.rank:
                 ids = _merge(ids, pair, self.rank[pair])
             self.cache[word] = ids
         return self.cache[word]
@@ -132,14 +129,8 @@ class BPETokenizer:
         return [i for word in BPE_SPLIT.findall(text) for i in self._encode_word(word)]
 
     def decode(self, ids):
-        out, pending = [], b""
-        for i in ids:
-            if i < self.byte0:
-                out += [pending.decode("utf-8", errors="replace"), SPECIAL_TOKENS[i]]
-                pending = b""
-            else:
-                pending += self.token_bytes[i]
-        return "".join(out) + pending.decode("utf-8", errors="replace")
+        # Bytes are joined before decoding, so a character whose bytes span tokens comes out whole.
+        return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
     def to_dict(self):
         return {"type": "bpe", "merges": [list(p) for p in self.merges]}
@@ -147,23 +138,31 @@ class BPETokenizer:
 
 def _merge(ids, pair, new_id):
     """Replace every non-overlapping occurrence of pair in ids by new_id, left to right."""
-    out, i = [], 0
-    while i < len(ids):
-        if i + 1 < len(ids) and (ids[i], ids[i + 1]) == pair:
-            out.append(new_id)
-            i += 2
+    out = []
+    for i in ids:
+        if out and (out[-1], i) == pair:  # a just-made new_id never matches: pair holds older ids
+            out[-1] = new_id
         else:
-            out.append(ids[i])
-            i += 1
+            out.append(i)
     return out
 
 
 def tokenizer_from_dict(d):
-    if d.get("type") == "char":
+    """The tokenizer to_dict described, checked first: a hand-edited dict fails here, by name, not as a bad id."""
+    kind = d.get("type") if isinstance(d, dict) else None
+    require(kind in ("char", "bpe"), f"unknown tokenizer type {kind!r}: expected 'char' or 'bpe'")
+    key = "chars" if kind == "char" else "merges"
+    require(isinstance(d.get(key), list), f"a {kind} tokenizer needs {key!r}, a list, not {d.get(key)!r:.40}")
+    if kind == "char":  # Counter only runs once every entry is a string, so hashable
+        bad = [c for c in d["chars"] if not isinstance(c, str) or len(c) != 1] or \
+            [c for c, n in Counter(d["chars"]).items() if n > 1]
+        require(not bad, f"char tokenizer: 'chars' must be distinct single characters, not {bad[:3]!r:.60}")
         return CharTokenizer(d["chars"])
-    if d.get("type") == "bpe":
-        return BPETokenizer(d["merges"])
-    raise ValueError(f"unknown tokenizer type {d.get('type')!r}: expected 'char' or 'bpe'")
+    byte0 = len(SPECIAL_TOKENS)
+    for i, pair in enumerate(d["merges"], start=byte0 + 256):  # i: the id this merge makes
+        ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(type(t) is int and byte0 <= t < i for t in pair)
+        require(ok, f"bpe tokenizer: merge {pair!r:.40} makes id {i}, so it must pair two ids from {byte0} to {i - 1}")
+    return BPETokenizer(d["merges"])
 
 
 def instruction_ids(tokenizer, instruction, input=""):
@@ -183,14 +182,12 @@ def causal_mask(t_query, t_key, device):
     return torch.ones(t_query, t_key, dtype=torch.bool, device=device).tril(diagonal=t_key - t_query)
 
 
-def explicit_attention(q, k, v, dropout_p=0.0):
-    """Attention written out: softmax(q k^T / sqrt(d) + causal mask) v. Returns (output, weights).
-    q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs)."""
+def explicit_attention(q, k, v):
+    """Attention written out: softmax(q k^T / sqrt(d) + causal mask) v. Returns (output (B, nh, Tq, hs),
+    weights (B, nh, Tq, Tk)) for q: (B, nh, Tq, hs), k and v: (B, nh, Tk, hs)."""
     scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, nh, Tq, Tk)
-    scores = scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf"))
-    weights = F.softmax(scores, dim=-1)
-    y = F.dropout(weights, dropout_p) @ v  # (B, nh, Tq, hs)
-    return y, weights
+    weights = F.softmax(scores.masked_fill(~causal_mask(q.size(-2), k.size(-2), q.device), float("-inf")), dim=-1)
+    return weights @ v, weights
 
 
 def rotary_tables(block_size, head_size, base=10000.0):
@@ -202,9 +199,8 @@ def rotary_tables(block_size, head_size, base=10000.0):
 
 
 def rotate(x, cos, sin):
-    """Rotate pairs (x[..., i], x[..., i + hs/2]) of x (B, nh, T, hs) by angles whose cos and sin are
-    (T, hs/2). A query at p and a key at s then meet at an angle that depends only on p - s, so
-    attention sees relative positions, and nothing is added to the token embeddings."""
+    """Rotate pairs (x[..., i], x[..., i + hs/2]) of x (B, nh, T, hs) by angles with cos, sin (T, hs/2). A query
+    at p and a key at s meet at an angle set by p - s alone: attention sees relative positions."""
     x1, x2 = x.chunk(2, dim=-1)
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -212,39 +208,36 @@ def rotate(x, cos, sin):
 class CausalSelfAttention(nn.Module):
     def __init__(self, config):
         super().__init__()
-        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
         self.n_head = config.n_head
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
         self.resid_dropout = nn.Dropout(config.dropout)
-        self.fused = True  # torch's scaled_dot_product_attention; False runs explicit_attention
 
-    def forward(self, x, cache=None, need_weights=False, rotary=None):
-        """x: (B, T, C). cache: a dict holding this layer's past keys and values, extended in place.
-        rotary: (cos, sin) for these T positions when the model uses rotary embeddings.
-        Returns (y, attention weights or None)."""
+    def qkv(self, x, rotary=None):
+        """x (B, T, C) -> q, k, v, each (B, nh, T, hs); q and k rotated when rotary (cos, sin) is given."""
         B, T, C = x.size()
         q, k, v = self.c_attn(x).split(C, dim=2)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
         if rotary is not None:  # rotate before caching: a cached key keeps the position it was made at
             q, k = rotate(q, *rotary), rotate(k, *rotary)
-        if cache is not None:
-            if "k" in cache:
-                k = torch.cat([cache["k"], k], dim=2)  # (B, nh, T_past + T, hs)
-                v = torch.cat([cache["v"], v], dim=2)
-            cache["k"], cache["v"] = k, v
-        dropout_p = self.dropout if self.training else 0.0
-        weights = None
-        if need_weights or not self.fused:
-            y, weights = explicit_attention(q, k, v, dropout_p)
-        elif T == k.size(2):
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p, is_causal=True)
-        else:  # is_causal aligns the mask top-left, which is wrong when queries follow cached keys
-            mask = causal_mask(T, k.size(2), x.device)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+        return q, k, v
+
+    def forward(self, x, cache=None, rotary=None):
+        """x (B, T, C) -> (B, T, C). cache: a dict holding this layer's past keys and values, extended
+        in place. rotary: (cos, sin) for these T positions when the model uses rotary embeddings."""
+        B, T, C = x.size()
+        q, k, v = self.qkv(x, rotary)
+        if cache is not None:  # keys and values grow to (B, nh, T_past + T, hs)
+            k = cache["k"] = torch.cat([cache["k"], k], dim=2) if "k" in cache else k
+            v = cache["v"] = torch.cat([cache["v"], v], dim=2) if "v" in cache else v
+        # torch's fused kernel computes explicit_attention without keeping the weights. Its is_causal aligns
+        # the mask top-left, which is wrong when queries follow cached keys: those get causal_mask instead.
+        mask = None if T == k.size(2) else causal_mask(T, k.size(2), x.device)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None,
+                                           dropout_p=self.dropout if self.training else 0.0)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # heads side by side again
-        return self.resid_dropout(self.c_proj(y)), weights
+        return self.resid_dropout(self.c_proj(y))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -274,25 +267,33 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x, cache=None, need_weights=False, rotary=None):
-        a, weights = self.attn(self.ln_1(x), cache, need_weights, rotary)
-        x = x + a
-        x = x + self.mlp(self.ln_2(x))
-        return x, weights
+    def forward(self, x, cache=None, rotary=None):
+        x = x + self.attn(self.ln_1(x), cache=cache, rotary=rotary)  # by keyword, so hooks see them
+        return x + self.mlp(self.ln_2(x))
 
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 102
+    vocab_size: int = 102  # the smallest CharTokenizer: 5 special tokens, 95 printable ASCII, newline, tab
     block_size: int = 128  # the longest context the model sees
     n_layer: int = 4
     n_head: int = 4
     n_embd: int = 128
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
-    # Rotary position embeddings in attention instead of learned absolute ones: the one "Version 2"
-    # idea of the seed that lowered the default run's val loss here (README, performance section).
-    rope: bool = False
+    rope: bool = False  # rotary position embeddings in attention instead of learned absolute ones
+
+    def __post_init__(self):
+        """Check every field, so a bad config fails here, by name, rather than deep inside torch."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            ok = isinstance(value, (int, float) if f.type is float else f.type)  # a dropout of 0 is fine, True is not
+            ok = ok and isinstance(value, bool) == (f.type is bool) and (f.type is not int or value > 0)
+            require(ok, f"{f.name}={value!r}: expected " + ("a positive int" if f.type is int else f.type.__name__))
+        require(0 <= self.dropout < 1, f"dropout={self.dropout}: expected 0 <= dropout < 1")
+        require(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        head_size = self.n_embd // self.n_head
+        require(not self.rope or head_size % 2 == 0, f"rope turns pairs, so needs an even head size, not {head_size}")
 
 
 class GPT(nn.Module):
@@ -312,63 +313,41 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(config.n_embd, config.vocab_size, bias=False)
         # Weight tying: one matrix maps ids to vectors and vectors back to logits (Press & Wolf, 2017).
         self.lm_head.weight = self.wte.weight
-        self.apply(self._init_weights)
-        # GPT-2: each residual branch adds to the stream, so scale its output projection by
-        # 1/sqrt(2 * n_layer) to keep the stream's variance from growing with depth.
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                nn.init.zeros_(module.bias)
+        # GPT-2: scale each residual branch's output projection so the stream's variance does not grow with depth.
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
 
-    @staticmethod
-    def _init_weights(module):
-        if isinstance(module, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    def num_params(self):
+        """Parameters, less position embeddings (they do no compute); tied token embeddings count once."""
+        return sum(p.numel() for p in self.parameters()) - (0 if self.config.rope else self.wpe.weight.numel())
 
-    def num_params(self, non_embedding=True):
-        """Parameter count; position embeddings are left out by default, as they do no compute.
-        Token embeddings count once, as the LM head, because they are tied."""
-        n = sum(p.numel() for p in self.parameters())
-        return n - self.wpe.weight.numel() if non_embedding and not self.config.rope else n
-
-    def _run(self, idx, cache=None, need_weights=False):
-        """idx: (B, T) token ids. cache: list of one dict per layer, or None.
-        Returns (hidden states (B, T, C) after the final norm, per-layer attention weights)."""
+    def hidden_states(self, idx, cache=None):
+        """idx (B, T) token ids -> (B, T, C) after the final norm. cache: one dict per layer, or None."""
         past = cache[0]["k"].size(2) if cache and "k" in cache[0] else 0
         T = idx.size(1)
-        if past + T > self.config.block_size:
-            raise ValueError(f"sequence of {past + T} tokens exceeds block_size {self.config.block_size}")
+        require(past + T <= self.config.block_size, f"{past + T} tokens exceed block_size {self.config.block_size}")
         x = self.wte(idx)  # (B, T, C)
-        rotary = None
-        if self.config.rope:
-            rotary = self.rope_cos[past:past + T], self.rope_sin[past:past + T]  # each (T, hs/2)
-        else:
+        if not self.config.rope:
             x = x + self.wpe(torch.arange(past, past + T, device=idx.device))
+        rotary = (self.rope_cos[past:past + T], self.rope_sin[past:past + T]) if self.config.rope else None  # (T, hs/2)
         x = self.drop(x)
-        maps = []
         for i, block in enumerate(self.blocks):
-            x, weights = block(x, cache[i] if cache else None, need_weights, rotary)
-            maps.append(weights)
-        return self.ln_f(x), maps
+            x = block(x, cache[i] if cache else None, rotary)
+        return self.ln_f(x)
 
     def forward(self, idx, targets=None, cache=None):
         """Returns (logits (B, T, vocab), mean cross-entropy over targets that are not -100, or None)."""
-        h, _ = self._run(idx, cache)
-        logits = self.lm_head(h)
-        loss = None
-        if targets is not None:
-            # ignore_index=-100: prompt and padding positions in finetuning contribute nothing.
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
-        return logits, loss
-
-    def hidden_states(self, idx):
-        return self._run(idx)[0]
-
-    @torch.no_grad()
-    def attention_maps(self, idx):
-        """One (B, n_head, T, T) tensor of attention weights per layer, for looking inside."""
-        return self._run(idx, need_weights=True)[1]
+        logits = self.lm_head(self.hidden_states(idx, cache))
+        if targets is None:
+            return logits, None
+        # ignore_index=-100: prompt and padding positions in finetuning contribute nothing.
+        return logits, F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.reshape(-1), ignore_index=-100)
 
     # Sampling lives on the model, as in nanoGPT; the pieces it uses are in section 5.
     @torch.no_grad()
@@ -376,23 +355,22 @@ class GPT(nn.Module):
                         stop_ids=(), seed=None, use_cache=True):
         """Yield up to max_new_tokens new token ids (ints), one at a time, after the prompt idx (1, T).
         Stops after yielding an id in stop_ids. With use_cache, each step feeds only the newest token."""
-        if idx.dim() != 2 or idx.size(0) != 1 or idx.size(1) == 0:
-            raise ValueError(f"generate expects a non-empty prompt of shape (1, T), got {tuple(idx.shape)}")
+        require(idx.dim() == 2 and len(idx) == 1 and idx.numel(), f"prompt shape {tuple(idx.shape)}: expected (1, T>0)")
+        check_sampling(temperature, top_k, top_p, max_new_tokens)  # once, not at every token
         tokens = idx[0].tolist()
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        start, cache = max(0, len(tokens) - self.config.block_size), None  # a long prompt keeps its tail
+        block, cache = self.config.block_size, None
+        start = max(0, len(tokens) - block)  # a long prompt keeps its tail
         for _ in range(max_new_tokens):
-            new_start = context_start(len(tokens), start, self.config.block_size)
-            if not use_cache:
-                x = tokens[new_start:]
-            elif cache is None or new_start != start:  # the window moved: positions changed, refill
-                cache = [{} for _ in self.blocks]
-                x = tokens[new_start:]
-            else:
-                x = tokens[-1:]
+            # The window stays put while the text fits, then jumps to keep the newest half block: sliding by
+            # one token would shift every position and void the KV cache. Recomputing uses the same windows.
+            new_start = start if len(tokens) - start <= block else len(tokens) - (block + 1) // 2
+            refill = cache is None or new_start != start  # the first step, or the window moved: positions changed
+            cache = [{} for _ in self.blocks] if refill else cache
+            x = tokens[-1:] if use_cache and not refill else tokens[new_start:]
             start = new_start
             logits, _ = self(torch.tensor([x], device=idx.device), cache=cache if use_cache else None)
-            next_id = sample_next(logits[0, -1], temperature, top_k, top_p, generator)
+            next_id = sample_next(logits[0, -1], temperature, top_k, top_p, generator, check=False)
             tokens.append(next_id)
             yield next_id
             if next_id in stop_ids:
@@ -421,54 +399,72 @@ class GPTClassifier(nn.Module):
         h = self.gpt.hidden_states(idx)  # (B, T, C)
         last = ((idx != PAD_ID).sum(dim=1) - 1).clamp(min=0)  # (B,) index of the last real token
         logits = self.head(h[torch.arange(idx.size(0), device=idx.device), last])  # (B, n_classes)
-        loss = F.cross_entropy(logits.float(), targets) if targets is not None else None
-        return logits, loss
+        return logits, F.cross_entropy(logits.float(), targets) if targets is not None else None
 
 
 def freeze(classifier, strategy, n=0):
     """Choose what finetuning may change. "none": everything trains. "head": only the head.
     "last_n": the head, the final norm and the last n blocks."""
-    if strategy not in ("none", "head", "last_n"):
-        raise ValueError(f"unknown freeze strategy {strategy!r}: expected none, head or last_n")
-    for p in classifier.parameters():
-        p.requires_grad = strategy == "none"
-    blocks = classifier.gpt.blocks
-    trainable = [classifier.head]
+    require(strategy in ("none", "head", "last_n"), f"unknown freeze strategy {strategy!r}: use none, head or last_n")
+    classifier.requires_grad_(strategy == "none")
+    classifier.head.requires_grad_(True)
     if strategy == "last_n":
-        trainable += [classifier.gpt.ln_f, *blocks[max(0, len(blocks) - n):]]
-    for module in trainable:
-        for p in module.parameters():
-            p.requires_grad = True
+        for module in [classifier.gpt.ln_f, *classifier.gpt.blocks[max(0, len(classifier.gpt.blocks) - n):]]:
+            module.requires_grad_(True)
 
 
 # ----------------------------------------------------------------------------------------------------
 # 5. Sampling
 
 
-def context_start(n_tokens, start, block_size):
-    """Where the context window begins for the next prediction, given where it began before. While
-    the text fits, it stays put; when it overflows, it jumps so that only the newest half block is
-    kept. Jumping (rather than sliding one token at a time) is what lets the KV cache pay off past
-    block_size: with learned absolute positions, every slide would shift every position and so
-    invalidate the whole cache. Full recomputation uses the same windows, so both give equal text."""
-    return start if n_tokens - start <= block_size else n_tokens - (block_size + 1) // 2
+def check_sampling(temperature=1.0, top_k=None, top_p=None, max_new_tokens=0):
+    """A bad setting fails here by name, not as NaN probabilities or an index error deep in torch."""
+    require(isinstance(temperature, (int, float)) and 0 <= temperature < math.inf, f"temperature={temperature!r}: "
+            "expected a finite number >= 0 (0 is greedy)")
+    require(top_k is None or type(top_k) is int and top_k >= 1, f"top_k={top_k!r}: expected an int >= 1 (None: off)")
+    require(top_p is None or isinstance(top_p, (int, float)) and 0 < top_p <= 1, f"top_p={top_p!r}: expected (0, 1]")
+    require(type(max_new_tokens) is int and max_new_tokens >= 0, f"max_new_tokens={max_new_tokens!r}: expected >= 0")
 
 
-def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None):
+def sample_next(logits, temperature=1.0, top_k=None, top_p=None, generator=None, check=True):
     """Pick the next id from logits (vocab,). temperature 0 is greedy; top_k keeps the k likeliest
     tokens; top_p keeps the smallest set whose probability reaches p (nucleus sampling)."""
+    if check:  # generate_stream checks once and passes False
+        check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return int(torch.argmax(logits))
     logits = logits.float().cpu() / temperature  # sample on the CPU so a seed gives the same text anywhere
-    if top_k is not None and top_k > 0:
+    if top_k is not None:
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[-1]
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None and 0.0 < top_p < 1.0:
+    if top_p is not None and top_p < 1.0:
         probs, order = torch.sort(F.softmax(logits, dim=-1), descending=True)
         outside = probs.cumsum(0) - probs >= top_p  # the mass before this token already reached p
         logits[order[outside]] = float("-inf")
-    probs = F.softmax(logits, dim=-1)
-    return int(torch.multinomial(probs, 1, generator=generator))
+    return int(torch.multinomial(F.softmax(logits, dim=-1), 1, generator=generator))
+
+
+def shorten_prompt(ids, block_size):
+    """The prompt ids cut so that they and at least one new token fit in block_size: its last tokens,
+    which the next token follows. An instruction keeps <inst> and <resp> around the end of its text."""
+    room = block_size - 1
+    if len(ids) > room >= 3 and ids[0] == INST_ID and ids[-1] == RESP_ID:
+        return [INST_ID, *ids[len(ids) - room + 1:-1], RESP_ID]
+    return list(ids[max(0, len(ids) - room):])
+
+
+def decode_stream(tokenizer, ids):
+    """Text pieces for a stream of token ids, each yielded once whole: a character can span several BPE
+    tokens, and until all its bytes are in, decode ends with U+FFFD, its mark for an unfinished one."""
+    pending = []
+    for i in ids:
+        pending.append(i)
+        text = tokenizer.decode(pending)
+        if not text.endswith("\ufffd"):
+            yield text
+            pending = []
+    if pending:  # the stream ended inside a character: show what there is
+        yield tokenizer.decode(pending)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -482,14 +478,14 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(path, model, tokenizer, kind="pretrained", **extra):
-    """Write config, weights, tokenizer and any extras to path atomically: a crash while writing
-    leaves the previous file intact, because the new one only replaces it once complete."""
+    """Write config, weights, tokenizer and any extras to path atomically: a crash while writing leaves the
+    previous file intact, as the new one, written to a temporary file of its own, only replaces it once complete."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     gpt = model.gpt if isinstance(model, GPTClassifier) else model
     payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": asdict(gpt.config),
                "model": model.state_dict(), "tokenizer": tokenizer.to_dict(), **extra}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp"
+    tmp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
     try:
         with open(tmp, "wb") as f:
             torch.save(payload, f)
@@ -503,8 +499,8 @@ def save_checkpoint(path, model, tokenizer, kind="pretrained", **extra):
 
 
 def load_checkpoint(path, map_location="cpu"):
-    """Read a checkpoint. weights_only=True refuses any pickled object that is not plain data, so a
-    crafted file cannot run code on load."""
+    """Read a checkpoint and check all but its weights, so a hand-made or mismatched file fails here, by
+    name. weights_only=True refuses pickled objects that are not plain data: no crafted code runs on load."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
@@ -513,30 +509,45 @@ def load_checkpoint(path, map_location="cpu"):
         reason = "it holds objects that are not plain data, refused for safety" if "unsupported global" in str(e).lower() \
             else "the file is truncated or not a torch checkpoint"
         raise CheckpointError(f"{path}: cannot load checkpoint: {reason} ({type(e).__name__})") from None
-    required = {"format", "kind", "config", "model", "tokenizer"}
-    if not isinstance(ckpt, dict) or not required <= set(ckpt):
-        raise CheckpointError(f"{path}: not a gpt.py checkpoint (it needs the keys {sorted(required)})")
-    if ckpt["format"] != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{path}: checkpoint format {ckpt['format']!r}, this gpt.py reads {CHECKPOINT_FORMAT!r}")
+    required, names = {"format", "kind", "config", "model", "tokenizer"}, [f.name for f in fields(GPTConfig)]
+    try:
+        require(isinstance(ckpt, dict) and required <= set(ckpt), f"not a gpt.py checkpoint (it needs the keys "
+                f"{sorted(required)})")
+        require(ckpt["format"] == CHECKPOINT_FORMAT, f"format {ckpt['format']!r}: this reads {CHECKPOINT_FORMAT!r}")
+        require(ckpt["kind"] in ("pretrained", "classifier", "instruct"),
+                f"kind {ckpt['kind']!r}: expected pretrained, classifier or instruct")
+        require(isinstance(ckpt["config"], dict) and isinstance(ckpt["model"], dict), "config and model must be dicts")
+        unknown = sorted(set(ckpt["config"]) - set(names))
+        require(not unknown, f"unknown config keys {unknown}: GPTConfig has {names}")
+        config, tokenizer = GPTConfig(**ckpt["config"]), tokenizer_from_dict(ckpt["tokenizer"])
+        require(tokenizer.vocab_size <= config.vocab_size, f"the tokenizer has {tokenizer.vocab_size} tokens but the "
+                f"model's embedding has {config.vocab_size} rows")
+        if ckpt["kind"] == "classifier":
+            labels, head = ckpt.get("labels"), ckpt["model"].get("head.weight", [])
+            require(isinstance(labels, list) and labels and all(isinstance(label, str) for label in labels),
+                    f"a classifier needs 'labels', a non-empty list of strings, not {labels!r:.60}")
+            require(len(head) == len(labels), f"{len(labels)} labels, but the classifier head has {len(head)} rows")
+    except (TypeError, ValueError) as e:  # TypeError: a value of a type no check above foresaw
+        raise CheckpointError(f"{path}: {e}") from None
     return ckpt
 
 
-def model_from_checkpoint(ckpt):
+def model_from_checkpoint(ckpt, source="checkpoint"):
+    """The GPT, or GPTClassifier, of a checkpoint that load_checkpoint read, with its weights."""
     try:
         model = GPT(GPTConfig(**ckpt["config"]))
         if ckpt["kind"] == "classifier":
             model = GPTClassifier(model, len(ckpt["labels"]))
         model.load_state_dict(ckpt["model"])
-    except (TypeError, RuntimeError, KeyError) as e:
-        raise CheckpointError(f"checkpoint config does not match its weights: {str(e)[:300]}") from None
+    except (TypeError, ValueError, RuntimeError, KeyError) as e:
+        raise CheckpointError(f"{source}: config does not match its weights: {str(e)[:300]}") from None
     return model
 
 
 def load_model(path, device="cpu"):
     """(model in eval mode on device, tokenizer, raw checkpoint dict)."""
     ckpt = load_checkpoint(path)
-    model = model_from_checkpoint(ckpt).to(device).eval()
-    return model, tokenizer_from_dict(ckpt["tokenizer"]), ckpt
+    return model_from_checkpoint(ckpt, path).to(device).eval(), tokenizer_from_dict(ckpt["tokenizer"]), ckpt
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -547,22 +558,13 @@ def pick_device(name="auto"):
     """"auto" prefers cuda, then mps (Apple GPUs), then cpu. An explicit device that is not
     available is an error rather than a silent fallback, so a run never lands on the wrong device."""
     if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"unknown device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but this torch sees no CUDA GPU: use --device=cpu or auto")
-        if (device.index or 0) >= torch.cuda.device_count():
-            raise ValueError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
-    elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device 'mps' asked for, but MPS is not available here: use --device=cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"unsupported device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+        mps = torch.backends.mps.is_available()
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps else "cpu")
+    require(re.fullmatch(r"(cpu|cuda|mps)(:\d+)?", name), f"unknown device {name!r}: use auto, cpu, cuda[:N] or mps")
+    device, gpus = torch.device(name), torch.cuda.device_count() if torch.cuda.is_available() else 0
+    require(device.type != "cuda" or (device.index or 0) < gpus, f"{name!r} was asked for, but this torch build "
+            f"sees {gpus or 'no'} CUDA GPU(s)")
+    require(device.type != "mps" or torch.backends.mps.is_available(), "MPS was asked for, but is not available here")
     return device
 
 
@@ -570,34 +572,30 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Sample text from a gpt.py checkpoint.")
     parser.add_argument("--ckpt", required=True, help="checkpoint file, e.g. out/kjv/ckpt.pt")
     parser.add_argument("--prompt", default="\n", help="text to continue (an instruction, for instruct checkpoints)")
-    parser.add_argument("--max_new_tokens", type=int, default=200)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top_k", type=int, default=None)
-    parser.add_argument("--top_p", type=float, default=None)
-    parser.add_argument("--seed", type=int, default=None)
-    parser.add_argument("--device", default="auto")
+    for flag, kind, default in [("max_new_tokens", int, 200), ("temperature", float, 0.8), ("top_k", int, None),
+                                ("top_p", float, None), ("seed", int, None), ("device", str, "auto")]:
+        parser.add_argument(f"--{flag}", type=kind, default=default)
     args = parser.parse_args(argv)
-    try:
+    try:  # a mistake in the arguments or the checkpoint is one line and exit code 2
+        check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
         device = pick_device(args.device)
         model, tokenizer, ckpt = load_model(args.ckpt, device)
+        require(ckpt["kind"] != "classifier", f"{args.ckpt} is a classifier; it labels text rather than writing it")
+        instruct = ckpt["kind"] == "instruct"
+        prompt = instruction_ids(tokenizer, args.prompt) if instruct else tokenizer.encode(args.prompt)
+        require(prompt, "--prompt is empty: the model needs at least one character to continue")
     except ValueError as e:
         parser.exit(2, f"error: {e}\n")
-    if ckpt["kind"] == "classifier":
-        parser.exit(2, f"error: {args.ckpt} is a classifier; it labels text rather than writing it\n")
-    prompt = instruction_ids(tokenizer, args.prompt) if ckpt["kind"] == "instruct" else tokenizer.encode(args.prompt)
-    if not prompt:
-        parser.exit(2, "error: --prompt is empty: the model needs at least one character to continue\n")
-    idx = torch.tensor([prompt], device=device)
-    print(tokenizer.decode(prompt), end="", flush=True)
-    unprinted = []  # one character can span several BPE tokens: print it once all its bytes are in
-    for token in model.generate_stream(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
-                                       top_p=args.top_p, seed=args.seed, stop_ids=(EOS_ID,)):
-        unprinted.append(token)
-        text = tokenizer.decode(unprinted)
-        if not text.endswith("\ufffd"):  # U+FFFD: decode's mark for bytes of an unfinished character
-            print(text, end="", flush=True)
-            unprinted = []
-    print(tokenizer.decode(unprinted))
+    kept = shorten_prompt(prompt, model.config.block_size)
+    if len(kept) < len(prompt):
+        print(f"note: the prompt has {len(prompt)} tokens; kept {len(kept)} to leave room for an answer in the "
+              f"context of {model.config.block_size} (the last ones, and any <inst> and <resp>)", file=sys.stderr)
+    new_ids = model.generate_stream(torch.tensor([kept], device=device), args.max_new_tokens, stop_ids=(EOS_ID,),
+                                    temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(tokenizer.decode(kept), end="", flush=True)
+    for piece in decode_stream(tokenizer, new_ids):
+        print(piece, end="", flush=True)
+    print()
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Tests of chat_app.py: its plain functions, the page driven by Streamlit's AppTest, and one real browser."""
 import json
+import math
 import os
 import shutil
 import socket
@@ -240,6 +241,32 @@ def test_text_pieces_never_split_a_multibyte_character():
     assert collected == ids
 
 
+@pytest.mark.parametrize("rope", [False, True])
+def test_attention_maps_are_the_softmax_of_each_layers_own_queries_and_keys(rope):
+    """The hooks must see each layer's real input: the maps equal softmax(q k^T / sqrt(hs) + mask), with q
+    and k made here by hand from that layer's input and projection weights (rotated with rope)."""
+    torch.manual_seed(0)
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=40, block_size=16, n_layer=2, n_head=2, n_embd=32, rope=rope)).eval()
+    for p in model.parameters():
+        if p.dim() >= 2:
+            torch.nn.init.normal_(p, std=0.3)  # wide weights: attention far from uniform, so mistakes show
+    idx = torch.randint(5, 40, (2, 9))
+    maps, logits = chat_app.attention_maps(model, idx)
+    assert torch.equal(logits, model(idx)[0])
+    assert all(not block.attn._forward_pre_hooks for block in model.blocks)  # the hooks are gone again
+    cos, sin = gpt.rotary_tables(9, 16)
+    x = model.wte(idx) + (0 if rope else model.wpe(torch.arange(9)))
+    for block, weights in zip(model.blocks, maps):
+        q, k, _ = block.attn.c_attn(block.ln_1(x)).split(32, dim=2)
+        q, k = (t.view(2, 9, 2, 16).transpose(1, 2) for t in (q, k))  # (B, nh, T, hs)
+        if rope:
+            q, k = gpt.rotate(q, cos, sin), gpt.rotate(k, cos, sin)
+        scores = q @ k.transpose(-2, -1) / math.sqrt(16) + torch.full((9, 9), float("-inf")).triu(1)
+        assert weights.shape == (2, 2, 9, 9)
+        assert torch.allclose(weights, scores.softmax(dim=-1), atol=1e-6)
+        x = block(x, rotary=(cos, sin) if rope else None)
+
+
 def test_trace_report_shows_special_tokens_and_speed(tokenizer):
     prompt = gpt.instruction_ids(tokenizer, "hi")
     trace = chat_app.trace_report(tokenizer, prompt, tokenizer.encode("yo") + [gpt.EOS_ID], seconds=0.5)
@@ -324,11 +351,30 @@ def test_corrupt_checkpoint_shows_an_error_not_a_traceback(monkeypatch, tmp_path
 
 
 def test_checkpoint_whose_weights_do_not_load_shows_an_error(monkeypatch, tmp_path, tokenizer):
-    classifier = gpt.GPTClassifier(tiny_gpt(tokenizer), 2)
-    gpt.save_checkpoint(tmp_path / "clf" / "ckpt.pt", classifier, tokenizer, kind="classifier")  # no labels
+    path = tmp_path / "run" / "ckpt.pt"
+    gpt.save_checkpoint(path, tiny_gpt(tokenizer), tokenizer)
+    ckpt = torch.load(path, weights_only=True)
+    torch.save({**ckpt, "config": {**ckpt["config"], "n_embd": 64}}, path)  # well-formed, but not these weights
     at = run_app(monkeypatch, tmp_path)
-    assert at.error[0].value.startswith("Cannot load clf/ckpt.pt: checkpoint config does not match its weights")
+    assert at.error[0].value.startswith(f"Cannot load run/ckpt.pt: {path.resolve()}: config does not match its weights")
     assert not at.tabs
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kind": "classifier"}, "a classifier needs 'labels'"),
+    ({"tokenizer": {"type": "char", "chars": ["a", "a"]}}, "'chars' must be distinct single characters"),
+    ({"config": {"vocab_size": 102, "n_embd": 30}}, "n_embd=30 is not divisible by n_head=4"),
+])
+def test_hand_made_checkpoint_shows_an_error_in_the_sidebar(monkeypatch, tmp_path, chat_out, change, message):
+    shutil.copytree(chat_out / "chat", tmp_path / "chat")
+    ckpt = torch.load(tmp_path / "chat" / "ckpt.pt", weights_only=True)
+    (tmp_path / "bad").mkdir()
+    torch.save({**ckpt, **change}, tmp_path / "bad" / "ckpt.pt")
+    at = run_app(monkeypatch, tmp_path)
+    [error] = at.sidebar.error
+    assert "bad/ckpt.pt: " in error.value and message in error.value
+    [option] = at.sidebar.selectbox(key="checkpoint").options  # the good checkpoint still opens
+    assert option.startswith("chat/ckpt.pt")
 
 
 def test_generate_streams_a_continuation(monkeypatch, all_kinds_out):
@@ -364,6 +410,10 @@ def test_inspect_renders_attention_and_next_tokens(monkeypatch, chat_out):
     cells = chart_rows(inspect)
     assert len(cells) == 4 * 5 // 2  # <inst> h i <resp>: a causal triangle
     assert {c["query"] for c in cells} == {"0 <inst>", "1 h", "2 i", "3 <resp>"}
+    model, tokenizer, _ = gpt.load_model(chat_out / "chat" / "ckpt.pt")
+    maps, _ = chat_app.attention_maps(model, torch.tensor([gpt.instruction_ids(tokenizer, "hi")]))
+    weights = maps[0][0, 0]  # layer 0, head 0: the selectboxes' defaults
+    assert [c["weight"] for c in cells] == pytest.approx([float(weights[i, j]) for i in range(4) for j in range(i + 1)])
     table = inspect.dataframe[0].value
     assert table["token"][0] == "'h'" and len(table) == 10  # "hello" starts with h
 

@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -15,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 import gpt
-from gpt import (EOS_ID, INST_ID, PAD_ID, RESP_ID, SPECIAL_TOKENS, UNK_ID, BPETokenizer, CausalSelfAttention,
-                 CharTokenizer, CheckpointError, GPT, GPTClassifier, GPTConfig)
+from gpt import (EOS_ID, INST_ID, PAD_ID, RESP_ID, SPECIAL_TOKENS, UNK_ID, BPETokenizer, CharTokenizer,
+                 CheckpointError, GPT, GPTClassifier, GPTConfig)
 
 GPT_PY = Path(gpt.__file__)
 PRINTABLE_ASCII = "".join(chr(c) for c in range(32, 127)) + "\n\t"
@@ -51,10 +52,27 @@ def tiny_gpt(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weigh
     return model.eval()
 
 
-def set_fused(model, fused):
-    for module in model.modules():
-        if isinstance(module, CausalSelfAttention):
-            module.fused = fused
+def use_explicit_attention(monkeypatch):
+    """Put explicit_attention in the place of torch's fused kernel, which the model calls. The stand-in
+    ignores the mask it is handed and applies explicit_attention's own, so a wrong mask in forward makes
+    the two disagree. Returns the list of its calls: a test checks it ran, so it compares two paths."""
+    calls = []
+
+    def by_hand(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False):
+        assert dropout_p == 0.0  # these tests run without dropout, which no two paths draw alike
+        calls.append(tuple(q.shape))
+        return gpt.explicit_attention(q, k, v)[0]
+
+    monkeypatch.setattr(gpt.F, "scaled_dot_product_attention", by_hand)
+    return calls
+
+
+@pytest.fixture(params=["fused", "explicit"])
+def kernel(request, monkeypatch):
+    """Run a test once with torch's fused attention and once with explicit_attention in its place."""
+    calls = use_explicit_attention(monkeypatch) if request.param == "explicit" else []
+    yield request.param
+    assert bool(calls) == (request.param == "explicit")
 
 
 def random_ids(n, vocab_size, seed):
@@ -181,6 +199,32 @@ def test_tokenizer_from_dict_rejects_unknown_types():
         gpt.tokenizer_from_dict({"type": "wordpiece"})
 
 
+BAD_TOKENIZERS = [
+    ({"type": "wordpiece"}, "unknown tokenizer type 'wordpiece': expected 'char' or 'bpe'"),
+    ({"chars": ["a"]}, "unknown tokenizer type None"),
+    ("char", "unknown tokenizer type None"),
+    ({"type": "char"}, "a char tokenizer needs 'chars', a list, not None"),
+    ({"type": "char", "chars": "abc"}, "a char tokenizer needs 'chars', a list, not 'abc'"),
+    ({"type": "char", "chars": ["a", "bc"]}, "'chars' must be distinct single characters, not ['bc']"),
+    ({"type": "char", "chars": ["a", 7, ""]}, "'chars' must be distinct single characters, not [7, '']"),
+    ({"type": "char", "chars": ["a", "b", "a"]}, "'chars' must be distinct single characters, not ['a']"),
+    ({"type": "bpe"}, "a bpe tokenizer needs 'merges', a list, not None"),
+    ({"type": "bpe", "merges": [[5, 6], [7]]}, "merge [7] makes id 262, so it must pair two ids from 5 to 261"),
+    ({"type": "bpe", "merges": [5]}, "merge 5 makes id 261"),
+    ({"type": "bpe", "merges": [[5, 261]]}, "merge [5, 261] makes id 261, so it must pair two ids from 5 to 260"),
+    ({"type": "bpe", "merges": [[0, 5]]}, "merge [0, 5] makes id 261"),  # <pad> is no byte sequence
+    ({"type": "bpe", "merges": [[-1, 6]]}, "merge [-1, 6] makes id 261"),
+    ({"type": "bpe", "merges": [[5.0, 6]]}, "merge [5.0, 6] makes id 261"),
+    ({"type": "bpe", "merges": [[True, 6]]}, "merge [True, 6] makes id 261"),
+]
+
+
+@pytest.mark.parametrize("d, message", BAD_TOKENIZERS)
+def test_tokenizer_from_dict_names_what_is_wrong_with_a_hand_made_dict(d, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gpt.tokenizer_from_dict(d)
+
+
 def test_bpe_training_is_deterministic_across_processes():
     # Each process hashes strings with its own random seed; merges must not depend on hash order.
     script = ("import json, sys, gpt; text = open(sys.argv[1], encoding='utf-8').read(); "
@@ -198,10 +242,8 @@ def test_bpe_training_is_deterministic_across_processes():
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-@pytest.mark.parametrize("fused", [True, False])
-def test_logits_never_depend_on_later_tokens(fused, options):
+def test_logits_never_depend_on_later_tokens(kernel, options):
     model = tiny_gpt(weight_std=0.3, **options)
-    set_fused(model, fused)
     idx = random_ids(16, 32, seed=0)
     logits, _ = model(idx)
     for t in range(15):
@@ -214,19 +256,20 @@ def test_logits_never_depend_on_later_tokens(fused, options):
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_explicit_attention_matches_fused_forward_and_gradients(options):
+def test_explicit_attention_matches_fused_forward_and_gradients(options, monkeypatch):
     model = tiny_gpt(weight_std=0.3, **options).train()  # train mode, dropout 0: the same path training takes
     idx, targets = random_ids(16, 32, seed=0).repeat(3, 1), random_ids(48, 32, seed=1).view(3, 16)
 
-    def logits_loss_grads(fused):
-        set_fused(model, fused)
+    def logits_loss_grads():
         model.zero_grad()
         logits, loss = model(idx, targets)
         loss.backward()
         return logits, loss, {name: p.grad.clone() for name, p in model.named_parameters()}
 
-    fused_logits, fused_loss, fused_grads = logits_loss_grads(True)
-    explicit_logits, explicit_loss, explicit_grads = logits_loss_grads(False)
+    fused_logits, fused_loss, fused_grads = logits_loss_grads()
+    calls = use_explicit_attention(monkeypatch)
+    explicit_logits, explicit_loss, explicit_grads = logits_loss_grads()
+    assert calls == [(3, 2, 16, 16)] * 2  # one call per layer: the second pass really ran by hand
     assert torch.allclose(explicit_logits, fused_logits, atol=1e-5, rtol=0)
     assert torch.allclose(explicit_loss, fused_loss, atol=1e-5, rtol=0)
     assert fused_grads.keys() == explicit_grads.keys()
@@ -235,15 +278,31 @@ def test_explicit_attention_matches_fused_forward_and_gradients(options):
         assert torch.allclose(explicit_grads[name], grad, atol=1e-5, rtol=0), name
 
 
-def test_attention_maps_are_causal_distributions():
-    model = tiny_gpt(weight_std=0.3)
-    maps = model.attention_maps(random_ids(10, 32, seed=0).repeat(2, 1))
-    assert len(maps) == 2
-    for weights in maps:
-        assert weights.shape == (2, 2, 10, 10)
-        assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 10))
-        allowed = torch.ones(10, 10, dtype=torch.bool).tril()
-        assert torch.all(weights[..., ~allowed] == 0) and torch.all(weights[..., allowed] > 0)
+@pytest.mark.parametrize("options", VARIANTS)
+def test_fused_attention_after_cached_keys_matches_explicit_attention(options, monkeypatch):
+    """Queries that follow cached keys take the fused kernel's attn_mask path; its chunks must give what
+    explicit_attention gives for the whole sequence at once."""
+    model = tiny_gpt(weight_std=0.3, **options)
+    idx, cache = random_ids(16, 32, seed=0), [{} for _ in model.blocks]
+    chunks = [model(idx[:, start:end], cache=cache)[0] for start, end in [(0, 6), (6, 7), (7, 11), (11, 16)]]
+    calls = use_explicit_attention(monkeypatch)
+    explicit, _ = model(idx)
+    assert calls and torch.allclose(torch.cat(chunks, dim=1), explicit, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("options", VARIANTS)
+def test_attention_weights_from_a_layers_projections_are_causal_distributions(options):
+    model = tiny_gpt(weight_std=0.3, block_size=10, **options)
+    rotary = (model.rope_cos, model.rope_sin) if options["rope"] else None
+    q, k, v = model.blocks[0].attn.qkv(torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(0)), rotary)
+    assert q.shape == k.shape == v.shape == (2, 2, 10, 16)
+    y, weights = gpt.explicit_attention(q, k, v)
+    assert y.shape == (2, 2, 10, 16) and weights.shape == (2, 2, 10, 10)
+    assert torch.allclose(weights.sum(-1), torch.ones(2, 2, 10))
+    allowed = torch.ones(10, 10, dtype=torch.bool).tril()
+    assert torch.all(weights[..., ~allowed] == 0) and torch.all(weights[..., allowed] > 0)
+    _, last_rows = gpt.explicit_attention(q[:, :, 7:], k, v)  # queries after cached keys: the same rows
+    assert torch.allclose(last_rows, weights[:, :, 7:])
 
 
 def test_rotary_attention_scores_depend_only_on_relative_position():
@@ -278,8 +337,37 @@ def test_hidden_states_are_what_the_lm_head_reads():
 
 
 def test_forward_rejects_sequences_longer_than_block_size():
-    with pytest.raises(ValueError, match="exceeds block_size 16"):
+    with pytest.raises(ValueError, match="17 tokens exceed block_size 16"):
         tiny_gpt()(random_ids(17, 32, seed=0))
+
+
+BAD_CONFIGS = [
+    ({"n_layer": "2"}, "n_layer='2': expected a positive int"),
+    ({"n_layer": 2.0}, "n_layer=2.0: expected a positive int"),
+    ({"n_head": True}, "n_head=True: expected a positive int"),
+    ({"vocab_size": None}, "vocab_size=None: expected a positive int"),
+    ({"block_size": 0}, "block_size=0: expected a positive int"),
+    ({"n_embd": -32}, "n_embd=-32: expected a positive int"),
+    ({"dropout": "0.1"}, "dropout='0.1': expected float"),
+    ({"dropout": 1.0}, "dropout=1.0: expected 0 <= dropout < 1"),
+    ({"dropout": -0.1}, "dropout=-0.1: expected 0 <= dropout < 1"),
+    ({"dropout": float("nan")}, "dropout=nan: expected 0 <= dropout < 1"),
+    ({"bias": 1}, "bias=1: expected bool"),
+    ({"rope": "yes"}, "rope='yes': expected bool"),
+    ({"n_embd": 33}, "n_embd=33 is not divisible by n_head=2"),
+    ({"n_head": 32, "rope": True}, "rope turns pairs, so needs an even head size, not 1"),
+]
+TINY_CONFIG = {"vocab_size": 102, "block_size": 16, "n_layer": 2, "n_head": 2, "n_embd": 32}
+
+
+@pytest.mark.parametrize("change, message", BAD_CONFIGS)
+def test_gpt_config_names_a_bad_field(change, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        GPTConfig(**{**TINY_CONFIG, **change})
+
+
+def test_gpt_config_takes_a_whole_number_dropout():
+    assert GPTConfig(**TINY_CONFIG, dropout=0).dropout == 0
 
 
 def test_small_model_overfits_one_batch():
@@ -376,13 +464,11 @@ def test_freeze_rejects_unknown_strategies():
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-@pytest.mark.parametrize("fused", [True, False])
 @pytest.mark.parametrize("prompt_len, new_tokens", [(3, 40), (16, 20), (25, 40)])
-def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, new_tokens, options):
+def test_kv_cache_greedy_generation_matches_full_recompute(kernel, prompt_len, new_tokens, options):
     """Prompts shorter than, equal to and longer than block_size 16, generating well past it so the
     context window moves (and the cache refills) several times."""
     model = tiny_gpt(weight_std=0.3, seed=1, **options)  # seed 1: no variant gets stuck repeating a token
-    set_fused(model, fused)
     prompt = random_ids(prompt_len, 32, seed=prompt_len)
     cached = model.generate(prompt, new_tokens, temperature=0)
     recomputed = model.generate(prompt, new_tokens, temperature=0, use_cache=False)
@@ -393,10 +479,8 @@ def test_kv_cache_greedy_generation_matches_full_recompute(fused, prompt_len, ne
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-@pytest.mark.parametrize("fused", [True, False])
-def test_cached_chunks_give_the_same_logits_as_a_full_forward(fused, options):
+def test_cached_chunks_give_the_same_logits_as_a_full_forward(kernel, options):
     model = tiny_gpt(weight_std=0.3, **options)
-    set_fused(model, fused)
     idx = random_ids(16, 32, seed=0)
     full, _ = model(idx)
     cache = [{} for _ in model.blocks]
@@ -459,8 +543,80 @@ def test_same_seed_gives_same_text_and_another_seed_other_text():
 
 @pytest.mark.parametrize("shape", [(5,), (2, 5), (1, 0), (1, 2, 3)])
 def test_generate_rejects_prompts_that_are_not_one_row(shape):
-    with pytest.raises(ValueError, match="shape"):
+    with pytest.raises(ValueError, match=re.escape(f"prompt shape {shape}: expected (1, T>0)")):
         tiny_gpt().generate(torch.ones(shape, dtype=torch.long), 3)
+
+
+BAD_SAMPLING = [
+    ({"temperature": -1}, "temperature=-1: expected a finite number >= 0 (0 is greedy)"),
+    ({"temperature": float("nan")}, "temperature=nan: expected a finite number >= 0"),
+    ({"temperature": float("inf")}, "temperature=inf: expected a finite number >= 0"),
+    ({"temperature": "hot"}, "temperature='hot': expected a finite number >= 0"),
+    ({"top_k": 0}, "top_k=0: expected an int >= 1 (None: off)"),
+    ({"top_k": -5}, "top_k=-5: expected an int >= 1 (None: off)"),
+    ({"top_k": 2.5}, "top_k=2.5: expected an int >= 1"),
+    ({"top_p": 0}, "top_p=0: expected (0, 1]"),
+    ({"top_p": 2}, "top_p=2: expected (0, 1]"),
+    ({"top_p": -0.5}, "top_p=-0.5: expected (0, 1]"),
+    ({"top_p": float("nan")}, "top_p=nan: expected (0, 1]"),
+]
+
+
+@pytest.mark.parametrize("setting, message", BAD_SAMPLING)
+def test_sample_next_names_a_bad_setting(setting, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        gpt.sample_next(torch.zeros(4), **setting)
+
+
+@pytest.mark.parametrize("setting, message", BAD_SAMPLING + [({"max_new_tokens": -1}, "max_new_tokens=-1: expected >= 0"),
+                                                             ({"max_new_tokens": 2.0}, "max_new_tokens=2.0")])
+def test_generate_names_a_bad_setting_before_any_forward_pass(setting, message, monkeypatch):
+    model = tiny_gpt()
+    monkeypatch.setattr(GPT, "forward", lambda *args, **kwargs: pytest.fail("a forward pass ran"))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        model.generate(random_ids(3, 32, seed=0), **{"max_new_tokens": 5, **setting})
+
+
+def test_generate_checks_its_settings_once_not_at_every_token(monkeypatch):
+    calls, check = [], gpt.check_sampling
+    monkeypatch.setattr(gpt, "check_sampling", lambda *args: calls.append(args) or check(*args))
+    out = tiny_gpt().generate(random_ids(3, 32, seed=0), 10, temperature=0.5, top_k=5, top_p=0.9, seed=0)
+    assert out.shape == (1, 13) and calls == [(0.5, 5, 0.9, 10)]
+    gpt.sample_next(torch.zeros(4), 0.5)
+    assert len(calls) == 2  # called alone, sample_next checks for itself
+
+
+def test_max_new_tokens_zero_generates_nothing():
+    prompt = random_ids(3, 32, seed=0)
+    assert torch.equal(tiny_gpt().generate(prompt, 0), prompt)
+
+
+def test_shorten_prompt_keeps_the_last_tokens_and_room_for_one_more():
+    ids = list(range(5, 25))  # 20 tokens
+    assert gpt.shorten_prompt(ids, 21) == ids  # 20 + 1 new token fit
+    assert gpt.shorten_prompt(ids, 20) == ids[1:]
+    assert gpt.shorten_prompt(ids, 8) == ids[-7:]
+
+
+def test_shorten_prompt_keeps_an_instructions_markers_around_the_end_of_its_text():
+    tok = CharTokenizer.from_text("")
+    ids = gpt.instruction_ids(tok, "abcdefghij")
+    assert gpt.shorten_prompt(ids, 13) == ids
+    assert gpt.shorten_prompt(ids, 8) == [INST_ID] + tok.encode("fghij") + [RESP_ID]
+
+
+def test_decode_stream_emits_a_character_split_across_tokens_once_and_whole():
+    tok = BPETokenizer([])  # bytes only: é takes two tokens, 世 three, 🙂 four
+    text = "é世a🙂!"
+    pieces = gpt.decode_stream(tok, iter(tok.encode(text)))
+    assert next(pieces) == "é"  # streamed: the first character comes before the stream ends
+    assert list(pieces) == ["世", "a", "🙂", "!"]
+
+
+def test_decode_stream_shows_a_character_the_stream_stopped_inside():
+    tok = BPETokenizer([])
+    ids = tok.encode("a世")[:-1]
+    assert list(gpt.decode_stream(tok, ids)) == ["a", "\ufffd"]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -542,16 +698,114 @@ def test_files_that_are_not_checkpoints_raise_clear_errors(tmp_path):
 
 
 def test_config_that_does_not_match_the_weights_raises_a_clear_error(tmp_path):
-    path = tmp_path / "ckpt.pt"
-    gpt.save_checkpoint(path, tiny_gpt(), CharTokenizer.from_text(""))
+    tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
+    gpt.save_checkpoint(path, tiny_gpt(vocab_size=tok.vocab_size), tok)
     ckpt = gpt.load_checkpoint(path)
-    for change in ({"n_embd": 64}, {"n_layer": 3}, {"vocab_size": 40}, {"no_such_field": 1}):
+    for change in ({"n_embd": 64}, {"n_layer": 3}, {"vocab_size": 110}, {"rope": True}):
         broken = {**ckpt, "config": {**ckpt["config"], **change}}
         with pytest.raises(CheckpointError, match="does not match"):
             gpt.model_from_checkpoint(broken)
     torch.save({**ckpt, "config": {**ckpt["config"], "n_embd": 64}}, path)
-    with pytest.raises(CheckpointError, match="does not match"):
+    with pytest.raises(CheckpointError, match="config does not match its weights") as error:
         gpt.load_model(path)
+    assert str(error.value).startswith(f"{path}: ")
+
+
+def checkpoint_dict(tmp_path, classifier=False):
+    """A valid checkpoint's dict, to change by hand, and where to write it."""
+    tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
+    model = GPTClassifier(tiny_gpt(vocab_size=tok.vocab_size), 3) if classifier else tiny_gpt(vocab_size=tok.vocab_size)
+    gpt.save_checkpoint(path, model, tok, **({"kind": "classifier", "labels": ["a", "b", "c"]} if classifier else {}))
+    return torch.load(path, weights_only=True), path
+
+
+def refusal(path, ckpt):
+    """The message of the CheckpointError that loading ckpt, saved at path, raises."""
+    torch.save(ckpt, path)
+    with pytest.raises(CheckpointError) as error:
+        gpt.load_checkpoint(path)
+    assert str(error.value).startswith(f"{path}: ")
+    return str(error.value)
+
+
+@pytest.mark.parametrize("tokenizer, message", BAD_TOKENIZERS)
+def test_loading_names_what_is_wrong_with_the_tokenizer(tmp_path, tokenizer, message):
+    ckpt, path = checkpoint_dict(tmp_path)
+    assert message in refusal(path, {**ckpt, "tokenizer": tokenizer})
+
+
+@pytest.mark.parametrize("change, message", BAD_CONFIGS + [
+    ({"no_such_field": 1, "n_layers": 2}, "unknown config keys ['n_layers', 'no_such_field']: GPTConfig has ['vocab_size',"),
+])
+def test_loading_names_what_is_wrong_with_the_config(tmp_path, change, message):
+    ckpt, path = checkpoint_dict(tmp_path)
+    assert message in refusal(path, {**ckpt, "config": {**ckpt["config"], **change}})
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"format": "gpt.py/0"}, "format 'gpt.py/0': this reads 'gpt.py/1'"),
+    ({"kind": "base"}, "kind 'base': expected pretrained, classifier or instruct"),
+    ({"config": [102, 16]}, "config and model must be dicts"),
+    ({"model": None}, "config and model must be dicts"),
+    ({"tokenizer": CharTokenizer.from_text("ünï世").to_dict()},
+     "the tokenizer has 105 tokens but the model's embedding has 102 rows"),
+    ({"tokenizer": BPETokenizer([]).to_dict()}, "the tokenizer has 261 tokens but the model's embedding has 102 rows"),
+])
+def test_loading_names_what_is_wrong_with_a_checkpoint(tmp_path, change, message):
+    ckpt, path = checkpoint_dict(tmp_path)
+    assert message in refusal(path, {**ckpt, **change})
+
+
+@pytest.mark.parametrize("labels, message", [
+    (None, "a classifier needs 'labels', a non-empty list of strings, not None"),
+    ([], "a classifier needs 'labels', a non-empty list of strings, not []"),
+    ("abc", "a classifier needs 'labels', a non-empty list of strings, not 'abc'"),
+    (["a", 2, "c"], "a classifier needs 'labels', a non-empty list of strings, not ['a', 2, 'c']"),
+    (["a", "b"], "2 labels, but the classifier head has 3 rows"),
+])
+def test_loading_names_what_is_wrong_with_a_classifiers_labels(tmp_path, labels, message):
+    ckpt, path = checkpoint_dict(tmp_path, classifier=True)
+    assert message in refusal(path, {**ckpt, "labels": labels})
+
+
+def test_load_model_and_the_cli_report_a_hand_made_checkpoint_in_one_line(tmp_path, capsys):
+    ckpt, path = checkpoint_dict(tmp_path)
+    message = refusal(path, {**ckpt, "config": {**ckpt["config"], "dropout": 2.0}})
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        gpt.load_model(path)
+    with pytest.raises(SystemExit) as exit:
+        gpt.main(["--ckpt", str(path), "--device", "cpu"])
+    assert exit.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_a_checkpoint_from_before_rotary_embeddings_still_loads(tmp_path):
+    ckpt, path = checkpoint_dict(tmp_path)
+    del ckpt["config"]["rope"]
+    torch.save(ckpt, path)
+    model, _, _ = gpt.load_model(path)
+    assert not model.config.rope
+
+
+def test_saves_into_one_folder_at_once_write_separate_temporary_files(tmp_path, monkeypatch):
+    """A second save starts while the first is writing (as two processes sharing out/ may): with one
+    shared temporary name the second would write into the first's file and take it away from under it."""
+    tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
+    first, second = tiny_gpt(vocab_size=tok.vocab_size, seed=0), tiny_gpt(vocab_size=tok.vocab_size, seed=1)
+    real_save, temp_files = torch.save, []
+
+    def save_while_another_saves(obj, f):
+        temp_files.append(Path(f.name))
+        if len(temp_files) == 1:
+            gpt.save_checkpoint(path, second, tok)
+        real_save(obj, f)
+
+    monkeypatch.setattr(torch, "save", save_while_another_saves)
+    gpt.save_checkpoint(path, first, tok)
+    monkeypatch.undo()
+    assert len(set(temp_files)) == 2 and all(f.parent == tmp_path and str(os.getpid()) in f.name for f in temp_files)
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # no temporary file left behind
+    idx = random_ids(8, tok.vocab_size, seed=0)
+    assert torch.equal(logits_of(gpt.load_model(path)[0], idx), logits_of(first, idx))  # the last to finish
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
@@ -570,6 +824,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkey
     with pytest.raises(OSError, match="No space left"):
         gpt.save_checkpoint(path, new, tok)
     monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["ckpt.pt"]  # the half-written temporary file is gone
     idx = random_ids(8, tok.vocab_size, seed=0)
     assert torch.equal(logits_of(gpt.load_model(path)[0], idx), logits_of(old, idx))
 
@@ -582,10 +837,9 @@ def test_pick_device_cpu_is_always_available():
     assert gpt.pick_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize("name, message", [("nonsense", "unknown device 'nonsense'"), ("cuda:x", "unknown device"),
-                                           ("meta", "unsupported device 'meta'")])
-def test_pick_device_rejects_names_that_are_not_devices(name, message):
-    with pytest.raises(ValueError, match=message):
+@pytest.mark.parametrize("name", ["nonsense", "cuda:x", "meta", "CPU", "cuda:-1"])
+def test_pick_device_rejects_names_that_are_not_devices(name):
+    with pytest.raises(ValueError, match=f"unknown device '{name}': use auto, cpu, cuda"):
         gpt.pick_device(name)
 
 
@@ -601,18 +855,19 @@ def test_pick_device_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, cuda_gpus,
     assert gpt.pick_device("auto").type == expected
 
 
-@pytest.mark.parametrize("name, message", [("cuda", "no CUDA GPU"), ("cuda:0", "no CUDA GPU"),
-                                           ("mps", "MPS is not available")])
+@pytest.mark.parametrize("name, message", [("cuda", "sees no CUDA GPU"), ("cuda:0", "sees no CUDA GPU"),
+                                           ("mps", "MPS was asked for, but is not available")])
 def test_pick_device_refuses_an_explicit_device_that_is_missing(monkeypatch, name, message):
     pretend_hardware(monkeypatch, cuda_gpus=0, mps=False)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=message) as error:
         gpt.pick_device(name)
+    assert "--" not in str(error.value)  # a library function: its callers, not it, know their flags
 
 
 def test_pick_device_checks_the_cuda_index(monkeypatch):
     pretend_hardware(monkeypatch, cuda_gpus=2, mps=False)
     assert gpt.pick_device("cuda:1") == torch.device("cuda:1")
-    with pytest.raises(ValueError, match="only 2 CUDA GPU"):
+    with pytest.raises(ValueError, match="'cuda:2' was asked for, but this torch build sees 2 CUDA GPU"):
         gpt.pick_device("cuda:2")
 
 
@@ -668,12 +923,52 @@ def test_cli_reports_a_missing_checkpoint_without_a_traceback(tmp_path, capsys):
     assert "nope.pt: no such checkpoint file" in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--temperature", "-1"], "temperature=-1.0: expected a finite number >= 0 (0 is greedy)"),
+    (["--temperature", "nan"], "temperature=nan: expected a finite number >= 0 (0 is greedy)"),
+    (["--top_p", "2"], "top_p=2.0: expected (0, 1]"),
+    (["--top_k", "0"], "top_k=0: expected an int >= 1 (None: off)"),
+    (["--top_k", "-5"], "top_k=-5: expected an int >= 1 (None: off)"),
+    (["--max_new_tokens", "-1"], "max_new_tokens=-1: expected >= 0"),
+])
+def test_cli_rejects_bad_sampling_values_in_one_line(char_checkpoint, capsys, flags, message):
+    with pytest.raises(SystemExit) as exit:
+        gpt.main(["--ckpt", str(char_checkpoint[0]), "--device", "cpu", *flags])
+    assert exit.value.code == 2
+    assert capsys.readouterr() == ("", f"error: {message}\n")
+
+
+def test_cli_shortens_a_long_instruction_keeping_its_markers_and_says_so(tmp_path, capsys):
+    tok, path = CharTokenizer.from_text(""), tmp_path / "instruct.pt"
+    model = tiny_gpt(vocab_size=tok.vocab_size, block_size=16, weight_std=0.3)
+    gpt.save_checkpoint(path, model, tok, kind="instruct")
+    gpt.main(["--ckpt", str(path), "--prompt", "abcdefghijklmnopqrstuvwxyz", "--max_new_tokens", "3",
+              "--temperature", "0", "--device", "cpu"])
+    out, err = capsys.readouterr()
+    kept = [INST_ID] + tok.encode("nopqrstuvwxyz") + [RESP_ID]  # 15 tokens: one new token still fits in 16
+    new = list(model.generate_stream(torch.tensor([kept]), 3, temperature=0, stop_ids=(EOS_ID,)))
+    assert out == "<inst>nopqrstuvwxyz<resp>" + tok.decode(new) + "\n"
+    assert err == ("note: the prompt has 28 tokens; kept 15 to leave room for an answer in the context of 16 "
+                   "(the last ones, and any <inst> and <resp>)\n")
+
+
+def test_cli_shortens_a_long_plain_prompt_to_its_end(char_checkpoint, capsys):
+    path, _, _ = char_checkpoint  # block_size 32
+    gpt.main(["--ckpt", str(path), "--prompt", "x" * 20 + "abcdefghijklmnopqrstuvwxyz", "--max_new_tokens", "1",
+              "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert out.startswith("x" * 5 + "abcdefghijklmnopqrstuvwxyz") and len(out) == 31 + 1 + 1
+    assert err.startswith("note: the prompt has 46 tokens; kept 31 ")
+
+
 def test_cli_refuses_to_sample_from_a_classifier(tmp_path, capsys):
-    path = tmp_path / "clf.pt"
-    gpt.save_checkpoint(path, classifier(), CharTokenizer.from_text(""), kind="classifier", labels=["a", "b", "c"])
-    with pytest.raises(SystemExit):
+    tok, path = CharTokenizer.from_text(""), tmp_path / "clf.pt"
+    model = GPTClassifier(tiny_gpt(vocab_size=tok.vocab_size), 3)
+    gpt.save_checkpoint(path, model, tok, kind="classifier", labels=["a", "b", "c"])
+    with pytest.raises(SystemExit) as exit:
         gpt.main(["--ckpt", str(path), "--device", "cpu"])
-    assert "is a classifier" in capsys.readouterr().err
+    assert exit.value.code == 2
+    assert capsys.readouterr().err == f"error: {path} is a classifier; it labels text rather than writing it\n"
 
 
 # ----------------------------------------------------------------------------------------------------
