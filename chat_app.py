@@ -12,7 +12,6 @@ Reading order:
 Sections 1-4 are plain functions that test_chat_app.py calls without Streamlit.
 """
 import itertools
-import json
 import math
 import os
 import re
@@ -29,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 import gpt
-from data.faq import FaqEntry, faq_entry, load_faq  # noqa: F401  (FaqEntry, faq_entry: used by test_chat_app)
+from data.faq import load_faq
+from data.jsonl import read_jsonl
 
 # ----------------------------------------------------------------------------------------------------
 # 1. Settings
@@ -278,24 +278,6 @@ def top_next_tokens(logits, tokenizer, k=10):
     probs = F.softmax(logits.float(), dim=-1)
     top = torch.topk(probs, min(k, probs.numel()))
     return [(tokenizer.decode([int(i)]), float(p)) for p, i in zip(top.values, top.indices)]
-
-
-def read_metrics(path):
-    """(the JSON objects of a metrics.jsonl, the number of lines skipped). Lines that do not parse are
-    skipped rather than fatal: training may be halfway through writing the last one."""
-    records, skipped = [], 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError:
-                skipped += 1
-                continue
-            if isinstance(record, dict):
-                records.append(record)
-            else:
-                skipped += 1
-    return records, skipped
 
 
 def loss_curves(records):
@@ -550,7 +532,8 @@ def training_tab(info):
     if not metrics.is_file():
         st.info(f"No metrics.jsonl beside {info.name}: training writes one into its run folder.")
         return
-    records, skipped = read_metrics(metrics)
+    rows, skipped = read_jsonl(metrics, skip_bad=True)  # training may be halfway through writing a line
+    records = [record for _, record in rows]
     rows = loss_curves(records)
     if not rows:
         st.info(f"{metrics} holds no loss values yet.")

@@ -1,9 +1,11 @@
-"""Fixtures shared by the test files: one thread for tiny models, a tiny corpus, tiny run settings."""
+"""Fixtures shared by the test files: one thread for tiny models, tiny GPTs, a tiny corpus, tiny run settings."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+from gpt import GPT, GPTConfig
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -39,3 +41,22 @@ def pretrain_args(corpus):
         settings.update(overrides)
         return [f"--{key}={value}" for key, value in settings.items()]
     return args
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt():
+    """tiny_gpt(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weight_std=None, seed=0, **options):
+    a small random GPT in eval mode. weight_std, when given, redraws every weight matrix with that
+    spread: GPT-2's 0.02 makes a fresh model almost uniform, so a bug would move the logits by less
+    than a float tolerance; wider weights make every token and position matter. options: more
+    GPTConfig fields (rope)."""
+    def make(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weight_std=None, seed=0, **options):
+        torch.manual_seed(seed)
+        model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
+                              n_embd=n_embd, **options))
+        if weight_std is not None:
+            for p in model.parameters():
+                if p.dim() >= 2:
+                    torch.nn.init.normal_(p, std=weight_std)
+        return model.eval()
+    return make

@@ -84,6 +84,18 @@ BAD_INPUTS = [
     ("finetune.py --task=instruct --resume --out_dir={tmp}/pretrain_run",
      r"was written by python train.py, which python finetune.py --task=instruct cannot continue: resume it with "
      r"python train.py --resume"),
+    # gpt.py, the sampling command line
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --temperature=-1", r"temperature=-1.0: expected a finite number >= 0"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --temperature=inf", r"temperature=inf: expected a finite number >= 0"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --top_p=2", r"top_p=2.0: expected \(0, 1\]"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --top_k=0", r"top_k=0: expected an int >= 1 \(None: off\)"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --top_k=-5", r"top_k=-5: expected an int >= 1"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --max_new_tokens=-1", r"max_new_tokens=-1: expected >= 0"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --prompt=''", r"--prompt is empty"),
+    ("gpt.py --ckpt={tmp}/pre/ckpt.pt --device=tpu", r"unknown device 'tpu'"),
+    ("gpt.py --ckpt={tmp}/missing.pt", r"missing.pt: no such checkpoint file"),
+    ("gpt.py --ckpt={tmp}/a_file", r"a_file: cannot load checkpoint: the file is truncated or not a torch checkpoint"),
+    ("gpt.py --ckpt={tmp}/classifier.pt", r"classifier.pt is a classifier; it labels text rather than writing it"),
     # bench.py
     ("bench.py --rounds=0", r"--rounds must be at least 1, got 0"),
     ("bench.py --seconds=-1", r"--seconds must be above 0, got -1.0"),
@@ -141,7 +153,7 @@ def test_bad_input_gets_one_clear_line_and_exit_status_2(command, message, works
 
 
 @pytest.mark.parametrize("command", ["train.py --lr=nan", "finetune.py --task=instruct --data=missing.json",
-                                     "bench.py --rounds=0"])
+                                     "bench.py --rounds=0", "gpt.py --ckpt=missing.pt"])
 def test_bad_input_from_a_real_shell_prints_one_line_and_no_traceback(command, tmp_path):
     script, *args = shlex.split(command)
     result = subprocess.run([sys.executable, ROOT / script, *args], cwd=tmp_path, capture_output=True, text=True,

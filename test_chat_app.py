@@ -18,6 +18,8 @@ from streamlit.testing.v1 import AppTest
 
 import chat_app
 import gpt
+from data.faq import faq_entry
+from data.jsonl import read_jsonl
 
 APP = str(Path(__file__).resolve().parent / "chat_app.py")
 CHROMIUM = "/usr/bin/chromium"
@@ -34,12 +36,7 @@ FAQ = [
 # Tiny checkpoints, made once per test session
 
 
-def tiny_gpt(tokenizer, seed=0):
-    torch.manual_seed(seed)
-    return gpt.GPT(gpt.GPTConfig(vocab_size=tokenizer.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=32))
-
-
-def instruct_model(tokenizer, pairs, steps=60):
+def instruct_model(tiny_gpt, tokenizer, pairs, steps=60):
     """A tiny GPT that has memorised each instruction's response; as in finetuning, only the response
     and <eos> are targets."""
     prompts = [gpt.instruction_ids(tokenizer, q) for q, _ in pairs]
@@ -48,7 +45,7 @@ def instruct_model(tokenizer, pairs, steps=60):
     x = torch.tensor([p + a + [gpt.PAD_ID] * (width - len(p) - len(a)) for p, a in zip(prompts, answers)])
     y = torch.tensor([[-100] * (len(p) - 1) + a + [-100] * (width - len(p) - len(a) + 1)
                       for p, a in zip(prompts, answers)])
-    model = tiny_gpt(tokenizer)
+    model = tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a model this small only loses time to thread hand-offs
@@ -69,27 +66,27 @@ def tokenizer():
 
 
 @pytest.fixture(scope="session")
-def chat_out(tmp_path_factory, tokenizer):
+def chat_out(tiny_gpt, tmp_path_factory, tokenizer):
     """An out/ folder holding one instruct checkpoint that answers "hi" with "hello"."""
     out = tmp_path_factory.mktemp("chat_out")
-    model = instruct_model(tokenizer, [("hi", "hello"), ("bye", "see you")])
+    model = instruct_model(tiny_gpt, tokenizer, [("hi", "hello"), ("bye", "see you")])
     gpt.save_checkpoint(out / "chat" / "ckpt.pt", model, tokenizer, kind="instruct", val_loss=0.25)
     return out
 
 
 @pytest.fixture(scope="session")
-def all_kinds_out(tmp_path_factory, tokenizer, chat_out):
+def all_kinds_out(tiny_gpt, tmp_path_factory, tokenizer, chat_out):
     """An out/ folder with a checkpoint of each kind, and a pretraining run's metrics."""
     out = tmp_path_factory.mktemp("all_out")
     shutil.copytree(chat_out / "chat", out / "chat")
-    gpt.save_checkpoint(out / "base" / "ckpt.pt", tiny_gpt(tokenizer), tokenizer, kind="pretrained")
+    gpt.save_checkpoint(out / "base" / "ckpt.pt", tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer, kind="pretrained")
     with open(out / "base" / "metrics.jsonl", "w") as f:
         for i in range(0, 100, 10):
             f.write(json.dumps({"step": i, "train_loss": 4 - i / 50, "lr": 1e-3}) + "\n")
             if i % 50 == 0:
                 f.write(json.dumps({"step": i, "val_loss": 4.2 - i / 50}) + "\n")
         f.write('{"step": 100, "train_lo')  # a line still being written
-    classifier = gpt.GPTClassifier(tiny_gpt(tokenizer), 3)
+    classifier = gpt.GPTClassifier(tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), 3)
     gpt.save_checkpoint(out / "clf" / "ckpt.pt", classifier, tokenizer, kind="classifier",
                         labels=["law", "poetry", "gospel"])
     return out
@@ -134,7 +131,7 @@ def chart_rows(block):
 
 
 def test_faq_matcher_finds_paraphrases_and_ignores_unrelated_questions():
-    matcher = chat_app.FaqMatcher([chat_app.faq_entry(row, "test") for row in FAQ])
+    matcher = chat_app.FaqMatcher([faq_entry(row, "test") for row in FAQ])
     score, entry = matcher.best_match("What is a KV cache?")
     assert score == pytest.approx(1.0) and entry.question == "What is a KV cache?"
     score, entry = matcher.best_match("what's nucleus sampling?")
@@ -148,31 +145,10 @@ def test_char_ngrams_normalise_case_and_punctuation():
     assert chat_app.char_ngrams("ab", sizes=(3,)) == {" ab": 1, "ab ": 1}
 
 
-def test_load_faq_accepts_optional_paraphrases_and_blank_lines(tmp_path):
-    path = tmp_path / "faq.jsonl"
-    path.write_text('{"question": "Q1", "answer": "A1", "source": "ignored"}\n\n'
-                    '{"question": "Q2", "answer": "A2", "paraphrases": ["Q2 again"]}\n')
-    assert chat_app.load_faq(path) == [chat_app.FaqEntry("Q1", "A1"), chat_app.FaqEntry("Q2", "A2", ("Q2 again",))]
-
-
-@pytest.mark.parametrize("bad_line, message", [
-    ('{"question": "Q2"}', "missing or empty 'answer'"),
-    ('{"question": " ", "answer": "A"}', "missing or empty 'question'"),
-    ('{"question": "Q2", "answer": ', "not valid JSON"),
-    ('["Q2", "A2"]', "expected a JSON object"),
-    ('{"question": "Q2", "answer": "A2", "paraphrases": [1]}', "'paraphrases' must be a list of strings"),
-])
-def test_load_faq_names_file_and_line_of_a_bad_entry(tmp_path, bad_line, message):
-    path = tmp_path / "faq.jsonl"
-    path.write_text('{"question": "Q1", "answer": "A1"}\n' + bad_line + "\n")
-    with pytest.raises(ValueError, match=f"faq.jsonl:2: .*{message}"):
-        chat_app.load_faq(path)
-
-
-def test_listing_only_holds_checkpoints_inside_out(tmp_path, tokenizer):
+def test_listing_only_holds_checkpoints_inside_out(tiny_gpt, tmp_path, tokenizer):
     out, elsewhere = tmp_path / "out", tmp_path / "elsewhere"
-    gpt.save_checkpoint(out / "run" / "ckpt.pt", tiny_gpt(tokenizer), tokenizer)
-    gpt.save_checkpoint(elsewhere / "secret.pt", tiny_gpt(tokenizer), tokenizer)
+    gpt.save_checkpoint(out / "run" / "ckpt.pt", tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer)
+    gpt.save_checkpoint(elsewhere / "secret.pt", tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer)
     (out / "link.pt").symlink_to(elsewhere / "secret.pt")  # a file link leading out
     (out / "linked_run").symlink_to(elsewhere)  # a folder link leading out
     (out / "alias.pt").symlink_to(out / "run" / "ckpt.pt")  # a link that stays inside
@@ -181,9 +157,9 @@ def test_listing_only_holds_checkpoints_inside_out(tmp_path, tokenizer):
     assert chat_app.inside(out, out / "link.pt") is None
 
 
-def test_listing_describes_checkpoints_and_reports_unreadable_ones(tmp_path, tokenizer):
-    gpt.save_checkpoint(tmp_path / "old" / "ckpt.pt", tiny_gpt(tokenizer), tokenizer, best_val_loss=1.5)
-    gpt.save_checkpoint(tmp_path / "new" / "ckpt.pt", tiny_gpt(tokenizer), tokenizer, kind="instruct")
+def test_listing_describes_checkpoints_and_reports_unreadable_ones(tiny_gpt, tmp_path, tokenizer):
+    gpt.save_checkpoint(tmp_path / "old" / "ckpt.pt", tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer, best_val_loss=1.5)
+    gpt.save_checkpoint(tmp_path / "new" / "ckpt.pt", tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer, kind="instruct")
     os.utime(tmp_path / "old" / "ckpt.pt", (1e9, 1e9))
     (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
     infos, problems = chat_app.list_checkpoints(tmp_path)
@@ -193,9 +169,9 @@ def test_listing_describes_checkpoints_and_reports_unreadable_ones(tmp_path, tok
     assert "old/ckpt.pt · pretrained · " in infos[1].label() and "val 1.500" in infos[1].label()
 
 
-def test_the_app_opens_on_the_newest_instruct_runs_ckpt_pt(tmp_path, tokenizer):
+def test_the_app_opens_on_the_newest_instruct_runs_ckpt_pt(tiny_gpt, tmp_path, tokenizer):
     def save(name, kind, age):
-        gpt.save_checkpoint(tmp_path / name, tiny_gpt(tokenizer), tokenizer, kind=kind)
+        gpt.save_checkpoint(tmp_path / name, tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer, kind=kind)
         os.utime(tmp_path / name, (1e9 - age, 1e9 - age))
 
     save("kjv/ckpt.pt", "pretrained", age=0)  # the newest file, but not a chat model
@@ -208,8 +184,8 @@ def test_the_app_opens_on_the_newest_instruct_runs_ckpt_pt(tmp_path, tokenizer):
     assert chat_app.default_checkpoint(infos).name == "ckpt.pt"
 
 
-def test_loading_refuses_a_path_outside_out(tmp_path, tokenizer):
-    gpt.save_checkpoint(tmp_path / "elsewhere.pt", tiny_gpt(tokenizer), tokenizer)
+def test_loading_refuses_a_path_outside_out(tiny_gpt, tmp_path, tokenizer):
+    gpt.save_checkpoint(tmp_path / "elsewhere.pt", tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer)
     (tmp_path / "out").mkdir()
     with pytest.raises(gpt.CheckpointError, match="only loads checkpoints under"):
         chat_app.load_shared_model(tmp_path / "out" / ".." / "elsewhere.pt", tmp_path / "out", torch.device("cpu"))
@@ -286,8 +262,8 @@ def test_as_markdown_shows_model_text_literally():
 
 
 def test_loss_curves_skip_partial_lines_and_keep_each_curve(all_kinds_out):
-    records, skipped = chat_app.read_metrics(all_kinds_out / "base" / "metrics.jsonl")
-    rows = chat_app.loss_curves(records)
+    lines, skipped = read_jsonl(all_kinds_out / "base" / "metrics.jsonl", skip_bad=True)
+    rows = chat_app.loss_curves([record for _, record in lines])
     assert skipped == 1
     assert [r["step"] for r in rows if r["curve"] == "val_loss"] == [0, 50]
     assert len([r for r in rows if r["curve"] == "train_loss"]) == 10
@@ -350,9 +326,9 @@ def test_corrupt_checkpoint_shows_an_error_not_a_traceback(monkeypatch, tmp_path
     assert option.startswith("chat/ckpt.pt · instruct · 0.1 MB · val 0.250 · ")
 
 
-def test_checkpoint_whose_weights_do_not_load_shows_an_error(monkeypatch, tmp_path, tokenizer):
+def test_checkpoint_whose_weights_do_not_load_shows_an_error(tiny_gpt, monkeypatch, tmp_path, tokenizer):
     path = tmp_path / "run" / "ckpt.pt"
-    gpt.save_checkpoint(path, tiny_gpt(tokenizer), tokenizer)
+    gpt.save_checkpoint(path, tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), tokenizer)
     ckpt = torch.load(path, weights_only=True)
     torch.save({**ckpt, "config": {**ckpt["config"], "n_embd": 64}}, path)  # well-formed, but not these weights
     at = run_app(monkeypatch, tmp_path)

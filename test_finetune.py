@@ -8,16 +8,10 @@ import torch
 
 import finetune
 from data.classify import load_labelled
-from gpt import EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, GPTConfig, freeze, load_checkpoint, save_checkpoint
+from gpt import EOS_ID, PAD_ID, CharTokenizer, GPTClassifier, freeze, load_checkpoint, save_checkpoint
 from trainer import ConfigError
 
 CPU = torch.device("cpu")
-TINY = dict(block_size=48, n_layer=2, n_head=2, n_embd=16)
-
-
-def tiny_gpt(tokenizer, seed=0):
-    torch.manual_seed(seed)
-    return GPT(GPTConfig(vocab_size=tokenizer.vocab_size, **TINY))
 
 
 @pytest.fixture
@@ -26,10 +20,10 @@ def tokenizer():
 
 
 @pytest.fixture
-def pretrained(tmp_path, tokenizer):
+def pretrained(tiny_gpt, tmp_path, tokenizer):
     """A tiny 'pretrained' checkpoint (random weights: these tests check plumbing, not knowledge)."""
     path = tmp_path / "pre" / "ckpt.pt"
-    save_checkpoint(str(path), tiny_gpt(tokenizer), tokenizer, kind="pretrained")
+    save_checkpoint(str(path), tiny_gpt(tokenizer.vocab_size, block_size=48, n_embd=16), tokenizer, kind="pretrained")
     return str(path)
 
 
@@ -66,8 +60,8 @@ def test_collate_pads_to_the_longest_example_and_masks_prompt_and_padding(tokeni
     assert y[1][y[1] != -100].tolist() == tokenizer.encode("hello") + [EOS_ID]
 
 
-def test_masked_loss_is_unchanged_when_the_prompt_targets_change(tokenizer):
-    model = tiny_gpt(tokenizer)
+def test_masked_loss_is_unchanged_when_the_prompt_targets_change(tiny_gpt, tokenizer):
+    model = tiny_gpt(tokenizer.vocab_size, block_size=48, n_embd=16)
     asked, reworded = example("Name a colour.", "red"), example("Give a colour!", "red")  # same length, other text
     x, y = finetune.collate_instruct([finetune.encode_instruct(tokenizer, asked)], CPU)
     _, y_reworded = finetune.collate_instruct([finetune.encode_instruct(tokenizer, reworded)], CPU)
@@ -82,12 +76,12 @@ def test_masked_loss_is_unchanged_when_the_prompt_targets_change(tokenizer):
     assert torch.allclose(loss, by_hand)
 
 
-def test_classify_collate_right_pads_and_the_classifier_ignores_padding(tokenizer):
+def test_classify_collate_right_pads_and_the_classifier_ignores_padding(tiny_gpt, tokenizer):
     pairs = [(tokenizer.encode("a short one"), 0), (tokenizer.encode("a much longer text here"), 1)]
     x, y = finetune.collate_classify(pairs, CPU)
     assert x.shape == (2, len(pairs[1][0])) and y.tolist() == [0, 1]
     assert (x[0, len(pairs[0][0]):] == PAD_ID).all()
-    classifier = GPTClassifier(tiny_gpt(tokenizer), 2).eval()
+    classifier = GPTClassifier(tiny_gpt(tokenizer.vocab_size, block_size=48, n_embd=16), 2).eval()
     alone, _ = classifier(torch.tensor([pairs[0][0]]))
     batched, _ = classifier(x)
     assert torch.allclose(alone[0], batched[0], atol=1e-6)
@@ -135,8 +129,8 @@ def test_exact_match_ignores_case_and_spacing_except_for_case_skills():
     ("head", 0, ("gpt.",)),
     ("last_n", 1, ("gpt.wte", "gpt.wpe", "gpt.blocks.0.")),
 ])
-def test_frozen_parameters_do_not_change_in_a_training_step(tokenizer, strategy, n, frozen_prefixes):
-    classifier = GPTClassifier(tiny_gpt(tokenizer), 2)
+def test_frozen_parameters_do_not_change_in_a_training_step(tiny_gpt, tokenizer, strategy, n, frozen_prefixes):
+    classifier = GPTClassifier(tiny_gpt(tokenizer.vocab_size, block_size=48, n_embd=16), 2)
     freeze(classifier, strategy, n)
     before = {name: p.detach().clone() for name, p in classifier.named_parameters()}
     optimizer = torch.optim.AdamW([p for p in classifier.parameters() if p.requires_grad], lr=1e-2, weight_decay=0.1)
@@ -241,12 +235,12 @@ def test_scratch_init_uses_the_default_pretraining_architecture(tmp_path):
     assert cfg.out_dir == "out/scratch_instruct"
 
 
-def test_bad_starting_points_and_settings_are_refused(tmp_path, pretrained, tokenizer, monkeypatch):
+def test_bad_starting_points_and_settings_are_refused(tiny_gpt, tmp_path, pretrained, tokenizer, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no out/kjv/ckpt.pt here
     with pytest.raises(ConfigError, match="run python train.py first"):
         finetune.main(["--task=instruct", "--device=cpu"])
     classifier_path = str(tmp_path / "cls.pt")
-    save_checkpoint(classifier_path, GPTClassifier(tiny_gpt(tokenizer), 2), tokenizer, kind="classifier", labels=["a", "b"])
+    save_checkpoint(classifier_path, GPTClassifier(tiny_gpt(tokenizer.vocab_size, block_size=48, n_embd=16), 2), tokenizer, kind="classifier", labels=["a", "b"])
     with pytest.raises(ConfigError, match="is a classifier"):
         finetune.main(["--task=instruct", f"--init={classifier_path}", "--device=cpu"])
     with pytest.raises(ConfigError, match="task must be one of classify, instruct"):

@@ -23,33 +23,8 @@ GPT_PY = Path(gpt.__file__)
 PRINTABLE_ASCII = "".join(chr(c) for c in range(32, 127)) + "\n\t"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread: with more, each small op waits on the others, and on a
-    busy 2-core machine that wait costs ten times the work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 # Both ways of giving the model positions: GPT-2's learned table, and rotary embeddings.
 VARIANTS = [{"rope": False}, {"rope": True}]
-
-
-def tiny_gpt(vocab_size=32, block_size=16, n_layer=2, n_head=2, n_embd=32, weight_std=None, seed=0, **options):
-    """A small random GPT in eval mode. weight_std, when given, redraws every weight matrix with that
-    spread: GPT-2's 0.02 makes a fresh model almost uniform, so a bug would move the logits by less
-    than a float tolerance; wider weights make every token and position matter. options: more
-    GPTConfig fields (rope)."""
-    torch.manual_seed(seed)
-    model = GPT(GPTConfig(vocab_size=vocab_size, block_size=block_size, n_layer=n_layer, n_head=n_head,
-                          n_embd=n_embd, **options))
-    if weight_std is not None:
-        for p in model.parameters():
-            if p.dim() >= 2:
-                torch.nn.init.normal_(p, std=weight_std)
-    return model.eval()
 
 
 def use_explicit_attention(monkeypatch):
@@ -242,7 +217,7 @@ def test_bpe_training_is_deterministic_across_processes():
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_logits_never_depend_on_later_tokens(kernel, options):
+def test_logits_never_depend_on_later_tokens(tiny_gpt, kernel, options):
     model = tiny_gpt(weight_std=0.3, **options)
     idx = random_ids(16, 32, seed=0)
     logits, _ = model(idx)
@@ -256,7 +231,7 @@ def test_logits_never_depend_on_later_tokens(kernel, options):
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_explicit_attention_matches_fused_forward_and_gradients(options, monkeypatch):
+def test_explicit_attention_matches_fused_forward_and_gradients(tiny_gpt, options, monkeypatch):
     model = tiny_gpt(weight_std=0.3, **options).train()  # train mode, dropout 0: the same path training takes
     idx, targets = random_ids(16, 32, seed=0).repeat(3, 1), random_ids(48, 32, seed=1).view(3, 16)
 
@@ -279,7 +254,7 @@ def test_explicit_attention_matches_fused_forward_and_gradients(options, monkeyp
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_fused_attention_after_cached_keys_matches_explicit_attention(options, monkeypatch):
+def test_fused_attention_after_cached_keys_matches_explicit_attention(tiny_gpt, options, monkeypatch):
     """Queries that follow cached keys take the fused kernel's attn_mask path; its chunks must give what
     explicit_attention gives for the whole sequence at once."""
     model = tiny_gpt(weight_std=0.3, **options)
@@ -291,7 +266,7 @@ def test_fused_attention_after_cached_keys_matches_explicit_attention(options, m
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_attention_weights_from_a_layers_projections_are_causal_distributions(options):
+def test_attention_weights_from_a_layers_projections_are_causal_distributions(tiny_gpt, options):
     model = tiny_gpt(weight_std=0.3, block_size=10, **options)
     rotary = (model.rope_cos, model.rope_sin) if options["rope"] else None
     q, k, v = model.blocks[0].attn.qkv(torch.randn(2, 10, 32, generator=torch.Generator().manual_seed(0)), rotary)
@@ -320,7 +295,7 @@ def test_rotary_attention_scores_depend_only_on_relative_position():
     assert torch.allclose(rotated.norm(), q.norm(), atol=1e-6)  # a rotation: lengths are kept
 
 
-def test_rotary_model_learns_no_position_table_and_still_sees_order():
+def test_rotary_model_learns_no_position_table_and_still_sees_order(tiny_gpt):
     model = tiny_gpt(weight_std=0.3, rope=True)
     assert not hasattr(model, "wpe") and "rope_cos" not in model.state_dict()
     forward, _ = model(torch.tensor([[3, 4, 5, 6]]))
@@ -328,7 +303,7 @@ def test_rotary_model_learns_no_position_table_and_still_sees_order():
     assert not torch.allclose(forward[0, -1], backward[0, -1], atol=1e-3)
 
 
-def test_hidden_states_are_what_the_lm_head_reads():
+def test_hidden_states_are_what_the_lm_head_reads(tiny_gpt):
     model = tiny_gpt()
     idx = random_ids(8, 32, seed=0)
     h = model.hidden_states(idx)
@@ -336,7 +311,7 @@ def test_hidden_states_are_what_the_lm_head_reads():
     assert torch.allclose(model.lm_head(h), model(idx)[0])
 
 
-def test_forward_rejects_sequences_longer_than_block_size():
+def test_forward_rejects_sequences_longer_than_block_size(tiny_gpt):
     with pytest.raises(ValueError, match="17 tokens exceed block_size 16"):
         tiny_gpt()(random_ids(17, 32, seed=0))
 
@@ -384,7 +359,7 @@ def test_small_model_overfits_one_batch():
     assert model(idx, targets)[1].item() < 0.05
 
 
-def test_masked_targets_change_neither_loss_nor_gradients():
+def test_masked_targets_change_neither_loss_nor_gradients(tiny_gpt):
     """Loss over targets with -100 at some positions must be exactly the mean cross-entropy over the
     other positions alone: what those masked positions would have predicted counts for nothing."""
     model = tiny_gpt(weight_std=0.3).train()
@@ -412,19 +387,19 @@ def test_masked_targets_change_neither_loss_nor_gradients():
 # 3. Heads
 
 
-def classifier(n_layer=2, n_classes=3):
+def classifier(tiny_gpt, n_layer=2, n_classes=3):
     return GPTClassifier(tiny_gpt(n_layer=n_layer, weight_std=0.3), n_classes).eval()
 
 
-def test_classifier_gives_one_row_of_class_logits_per_sequence():
+def test_classifier_gives_one_row_of_class_logits_per_sequence(tiny_gpt):
     idx = random_ids(24, 32, seed=0).view(4, 6)
-    logits, loss = classifier()(idx, torch.tensor([0, 1, 2, 1]))
+    logits, loss = classifier(tiny_gpt)(idx, torch.tensor([0, 1, 2, 1]))
     assert logits.shape == (4, 3)
     assert loss.dim() == 0 and loss.item() > 0
 
 
-def test_classifier_pools_the_last_real_token_whatever_the_padding():
-    model = classifier()
+def test_classifier_pools_the_last_real_token_whatever_the_padding(tiny_gpt):
+    model = classifier(tiny_gpt)
     short, long = random_ids(4, 32, seed=0)[0], random_ids(9, 32, seed=1)[0]
     alone = [model(seq[None])[0][0] for seq in (short, long)]
     pad = lambda seq, n: torch.cat([seq, torch.full((n - len(seq),), PAD_ID)])
@@ -442,8 +417,8 @@ def test_classifier_pools_the_last_real_token_whatever_the_padding():
     ("last_n", 1, ("head.", "gpt.ln_f.", "gpt.blocks.1.")),
     ("last_n", 2, ("head.", "gpt.ln_f.", "gpt.blocks.0.", "gpt.blocks.1.")),
 ])
-def test_frozen_parameters_receive_no_gradient(strategy, n, trainable):
-    model = classifier().train()
+def test_frozen_parameters_receive_no_gradient(tiny_gpt, strategy, n, trainable):
+    model = classifier(tiny_gpt).train()
     gpt.freeze(model, strategy, n)
     _, loss = model(random_ids(24, 32, seed=0).view(4, 6), torch.tensor([0, 1, 2, 1]))
     loss.backward()
@@ -454,9 +429,9 @@ def test_frozen_parameters_receive_no_gradient(strategy, n, trainable):
             assert not p.requires_grad and p.grad is None, name
 
 
-def test_freeze_rejects_unknown_strategies():
+def test_freeze_rejects_unknown_strategies(tiny_gpt):
     with pytest.raises(ValueError, match="unknown freeze strategy 'all'"):
-        gpt.freeze(classifier(), "all")
+        gpt.freeze(classifier(tiny_gpt), "all")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -465,7 +440,7 @@ def test_freeze_rejects_unknown_strategies():
 
 @pytest.mark.parametrize("options", VARIANTS)
 @pytest.mark.parametrize("prompt_len, new_tokens", [(3, 40), (16, 20), (25, 40)])
-def test_kv_cache_greedy_generation_matches_full_recompute(kernel, prompt_len, new_tokens, options):
+def test_kv_cache_greedy_generation_matches_full_recompute(tiny_gpt, kernel, prompt_len, new_tokens, options):
     """Prompts shorter than, equal to and longer than block_size 16, generating well past it so the
     context window moves (and the cache refills) several times."""
     model = tiny_gpt(weight_std=0.3, seed=1, **options)  # seed 1: no variant gets stuck repeating a token
@@ -479,7 +454,7 @@ def test_kv_cache_greedy_generation_matches_full_recompute(kernel, prompt_len, n
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_cached_chunks_give_the_same_logits_as_a_full_forward(kernel, options):
+def test_cached_chunks_give_the_same_logits_as_a_full_forward(tiny_gpt, kernel, options):
     model = tiny_gpt(weight_std=0.3, **options)
     idx = random_ids(16, 32, seed=0)
     full, _ = model(idx)
@@ -489,7 +464,7 @@ def test_cached_chunks_give_the_same_logits_as_a_full_forward(kernel, options):
         assert torch.allclose(chunk, full[:, start:end], atol=1e-5, rtol=0)
 
 
-def test_generate_stream_stops_after_a_stop_id():
+def test_generate_stream_stops_after_a_stop_id(tiny_gpt):
     model = tiny_gpt(weight_std=0.3)
     prompt = random_ids(4, 32, seed=0)
     free = model.generate(prompt, 20, temperature=0)[0, 4:].tolist()
@@ -522,7 +497,7 @@ def test_sampling_without_limits_can_reach_every_token():
     assert set(sample_many(logits, n=200)) == {0, 1, 2, 3}
 
 
-def test_temperature_zero_is_greedy_and_deterministic():
+def test_temperature_zero_is_greedy_and_deterministic(tiny_gpt):
     logits = torch.tensor([0.5, 3.0, -1.0, 2.9])
     assert set(sample_many(logits, n=20, temperature=0)) == {1}
     model = tiny_gpt()
@@ -533,7 +508,7 @@ def test_temperature_zero_is_greedy_and_deterministic():
     assert first[0, 5:].tolist() == greedy.tolist()
 
 
-def test_same_seed_gives_same_text_and_another_seed_other_text():
+def test_same_seed_gives_same_text_and_another_seed_other_text(tiny_gpt):
     model = tiny_gpt()  # near-uniform logits: sampling is very random
     prompt = random_ids(5, 32, seed=0)
     a, b = (model.generate(prompt, 20, seed=7, top_k=20, top_p=0.9) for _ in range(2))
@@ -542,7 +517,7 @@ def test_same_seed_gives_same_text_and_another_seed_other_text():
 
 
 @pytest.mark.parametrize("shape", [(5,), (2, 5), (1, 0), (1, 2, 3)])
-def test_generate_rejects_prompts_that_are_not_one_row(shape):
+def test_generate_rejects_prompts_that_are_not_one_row(tiny_gpt, shape):
     with pytest.raises(ValueError, match=re.escape(f"prompt shape {shape}: expected (1, T>0)")):
         tiny_gpt().generate(torch.ones(shape, dtype=torch.long), 3)
 
@@ -570,14 +545,14 @@ def test_sample_next_names_a_bad_setting(setting, message):
 
 @pytest.mark.parametrize("setting, message", BAD_SAMPLING + [({"max_new_tokens": -1}, "max_new_tokens=-1: expected >= 0"),
                                                              ({"max_new_tokens": 2.0}, "max_new_tokens=2.0")])
-def test_generate_names_a_bad_setting_before_any_forward_pass(setting, message, monkeypatch):
+def test_generate_names_a_bad_setting_before_any_forward_pass(tiny_gpt, setting, message, monkeypatch):
     model = tiny_gpt()
     monkeypatch.setattr(GPT, "forward", lambda *args, **kwargs: pytest.fail("a forward pass ran"))
     with pytest.raises(ValueError, match=re.escape(message)):
         model.generate(random_ids(3, 32, seed=0), **{"max_new_tokens": 5, **setting})
 
 
-def test_generate_checks_its_settings_once_not_at_every_token(monkeypatch):
+def test_generate_checks_its_settings_once_not_at_every_token(tiny_gpt, monkeypatch):
     calls, check = [], gpt.check_sampling
     monkeypatch.setattr(gpt, "check_sampling", lambda *args: calls.append(args) or check(*args))
     out = tiny_gpt().generate(random_ids(3, 32, seed=0), 10, temperature=0.5, top_k=5, top_p=0.9, seed=0)
@@ -586,7 +561,7 @@ def test_generate_checks_its_settings_once_not_at_every_token(monkeypatch):
     assert len(calls) == 2  # called alone, sample_next checks for itself
 
 
-def test_max_new_tokens_zero_generates_nothing():
+def test_max_new_tokens_zero_generates_nothing(tiny_gpt):
     prompt = random_ids(3, 32, seed=0)
     assert torch.equal(tiny_gpt().generate(prompt, 0), prompt)
 
@@ -629,7 +604,7 @@ def logits_of(model, idx):
 
 
 @pytest.mark.parametrize("options", VARIANTS)
-def test_pretrained_checkpoint_round_trip_gives_identical_logits(tmp_path, options):
+def test_pretrained_checkpoint_round_trip_gives_identical_logits(tiny_gpt, tmp_path, options):
     tok = CharTokenizer.from_text("ünïcödé")
     model = tiny_gpt(vocab_size=tok.vocab_size, weight_std=0.3, **options)
     path = tmp_path / "run" / "ckpt.pt"
@@ -643,7 +618,7 @@ def test_pretrained_checkpoint_round_trip_gives_identical_logits(tmp_path, optio
     assert GPTConfig(**ckpt["config"]) == model.config
 
 
-def test_classifier_checkpoint_round_trip_gives_identical_logits(tmp_path, unicode_bpe):
+def test_classifier_checkpoint_round_trip_gives_identical_logits(tiny_gpt, tmp_path, unicode_bpe):
     model = GPTClassifier(tiny_gpt(vocab_size=unicode_bpe.vocab_size, weight_std=0.3), 2).eval()
     path = tmp_path / "clf.pt"
     gpt.save_checkpoint(path, model, unicode_bpe, kind="classifier", labels=["ham", "spam"])
@@ -675,7 +650,7 @@ def test_loading_refuses_a_pickle_that_would_run_code(tmp_path):
 
 
 @pytest.mark.parametrize("keep", [0.0, 0.01, 0.5, 0.99])
-def test_truncated_checkpoint_raises_a_clear_error(tmp_path, keep):
+def test_truncated_checkpoint_raises_a_clear_error(tiny_gpt, tmp_path, keep):
     path = tmp_path / "ckpt.pt"
     gpt.save_checkpoint(path, tiny_gpt(), CharTokenizer.from_text(""))
     data = path.read_bytes()
@@ -697,7 +672,7 @@ def test_files_that_are_not_checkpoints_raise_clear_errors(tmp_path):
         gpt.load_checkpoint(tmp_path / "missing.pt")
 
 
-def test_config_that_does_not_match_the_weights_raises_a_clear_error(tmp_path):
+def test_config_that_does_not_match_the_weights_raises_a_clear_error(tiny_gpt, tmp_path):
     tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
     gpt.save_checkpoint(path, tiny_gpt(vocab_size=tok.vocab_size), tok)
     ckpt = gpt.load_checkpoint(path)
@@ -711,7 +686,7 @@ def test_config_that_does_not_match_the_weights_raises_a_clear_error(tmp_path):
     assert str(error.value).startswith(f"{path}: ")
 
 
-def checkpoint_dict(tmp_path, classifier=False):
+def checkpoint_dict(tiny_gpt, tmp_path, classifier=False):
     """A valid checkpoint's dict, to change by hand, and where to write it."""
     tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
     model = GPTClassifier(tiny_gpt(vocab_size=tok.vocab_size), 3) if classifier else tiny_gpt(vocab_size=tok.vocab_size)
@@ -729,16 +704,16 @@ def refusal(path, ckpt):
 
 
 @pytest.mark.parametrize("tokenizer, message", BAD_TOKENIZERS)
-def test_loading_names_what_is_wrong_with_the_tokenizer(tmp_path, tokenizer, message):
-    ckpt, path = checkpoint_dict(tmp_path)
+def test_loading_names_what_is_wrong_with_the_tokenizer(tiny_gpt, tmp_path, tokenizer, message):
+    ckpt, path = checkpoint_dict(tiny_gpt, tmp_path)
     assert message in refusal(path, {**ckpt, "tokenizer": tokenizer})
 
 
 @pytest.mark.parametrize("change, message", BAD_CONFIGS + [
     ({"no_such_field": 1, "n_layers": 2}, "unknown config keys ['n_layers', 'no_such_field']: GPTConfig has ['vocab_size',"),
 ])
-def test_loading_names_what_is_wrong_with_the_config(tmp_path, change, message):
-    ckpt, path = checkpoint_dict(tmp_path)
+def test_loading_names_what_is_wrong_with_the_config(tiny_gpt, tmp_path, change, message):
+    ckpt, path = checkpoint_dict(tiny_gpt, tmp_path)
     assert message in refusal(path, {**ckpt, "config": {**ckpt["config"], **change}})
 
 
@@ -751,8 +726,8 @@ def test_loading_names_what_is_wrong_with_the_config(tmp_path, change, message):
      "the tokenizer has 105 tokens but the model's embedding has 102 rows"),
     ({"tokenizer": BPETokenizer([]).to_dict()}, "the tokenizer has 261 tokens but the model's embedding has 102 rows"),
 ])
-def test_loading_names_what_is_wrong_with_a_checkpoint(tmp_path, change, message):
-    ckpt, path = checkpoint_dict(tmp_path)
+def test_loading_names_what_is_wrong_with_a_checkpoint(tiny_gpt, tmp_path, change, message):
+    ckpt, path = checkpoint_dict(tiny_gpt, tmp_path)
     assert message in refusal(path, {**ckpt, **change})
 
 
@@ -763,13 +738,13 @@ def test_loading_names_what_is_wrong_with_a_checkpoint(tmp_path, change, message
     (["a", 2, "c"], "a classifier needs 'labels', a non-empty list of strings, not ['a', 2, 'c']"),
     (["a", "b"], "2 labels, but the classifier head has 3 rows"),
 ])
-def test_loading_names_what_is_wrong_with_a_classifiers_labels(tmp_path, labels, message):
-    ckpt, path = checkpoint_dict(tmp_path, classifier=True)
+def test_loading_names_what_is_wrong_with_a_classifiers_labels(tiny_gpt, tmp_path, labels, message):
+    ckpt, path = checkpoint_dict(tiny_gpt, tmp_path, classifier=True)
     assert message in refusal(path, {**ckpt, "labels": labels})
 
 
-def test_load_model_and_the_cli_report_a_hand_made_checkpoint_in_one_line(tmp_path, capsys):
-    ckpt, path = checkpoint_dict(tmp_path)
+def test_load_model_and_the_cli_report_a_hand_made_checkpoint_in_one_line(tiny_gpt, tmp_path, capsys):
+    ckpt, path = checkpoint_dict(tiny_gpt, tmp_path)
     message = refusal(path, {**ckpt, "config": {**ckpt["config"], "dropout": 2.0}})
     with pytest.raises(CheckpointError, match=re.escape(message)):
         gpt.load_model(path)
@@ -778,15 +753,15 @@ def test_load_model_and_the_cli_report_a_hand_made_checkpoint_in_one_line(tmp_pa
     assert exit.value.code == 2 and capsys.readouterr().err == f"error: {message}\n"
 
 
-def test_a_checkpoint_from_before_rotary_embeddings_still_loads(tmp_path):
-    ckpt, path = checkpoint_dict(tmp_path)
+def test_a_checkpoint_from_before_rotary_embeddings_still_loads(tiny_gpt, tmp_path):
+    ckpt, path = checkpoint_dict(tiny_gpt, tmp_path)
     del ckpt["config"]["rope"]
     torch.save(ckpt, path)
     model, _, _ = gpt.load_model(path)
     assert not model.config.rope
 
 
-def test_saves_into_one_folder_at_once_write_separate_temporary_files(tmp_path, monkeypatch):
+def test_saves_into_one_folder_at_once_write_separate_temporary_files(tiny_gpt, tmp_path, monkeypatch):
     """A second save starts while the first is writing (as two processes sharing out/ may): with one
     shared temporary name the second would write into the first's file and take it away from under it."""
     tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
@@ -808,7 +783,7 @@ def test_saves_into_one_folder_at_once_write_separate_temporary_files(tmp_path, 
     assert torch.equal(logits_of(gpt.load_model(path)[0], idx), logits_of(first, idx))  # the last to finish
 
 
-def test_interrupted_save_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+def test_interrupted_save_leaves_the_previous_checkpoint_intact(tiny_gpt, tmp_path, monkeypatch):
     tok, path = CharTokenizer.from_text(""), tmp_path / "ckpt.pt"
     old, new = tiny_gpt(vocab_size=tok.vocab_size, seed=0), tiny_gpt(vocab_size=tok.vocab_size, seed=1)
     gpt.save_checkpoint(path, old, tok)
@@ -872,7 +847,7 @@ def test_pick_device_checks_the_cuda_index(monkeypatch):
 
 
 @pytest.fixture
-def char_checkpoint(tmp_path):
+def char_checkpoint(tiny_gpt, tmp_path):
     tok = CharTokenizer.from_text("")
     model = tiny_gpt(vocab_size=tok.vocab_size, block_size=32, weight_std=0.3)
     path = tmp_path / "ckpt.pt"
@@ -889,7 +864,7 @@ def test_cli_prints_the_prompt_and_its_greedy_continuation(char_checkpoint, caps
     assert capsys.readouterr().out == "Hello" + tok.decode(new) + "\n"
 
 
-def test_cli_prints_characters_that_span_several_bpe_tokens(tmp_path, capsys, monkeypatch):
+def test_cli_prints_characters_that_span_several_bpe_tokens(tiny_gpt, tmp_path, capsys, monkeypatch):
     tok = BPETokenizer([])  # bytes only: every non-ASCII character takes 2-4 tokens
     path = tmp_path / "ckpt.pt"
     gpt.save_checkpoint(path, tiny_gpt(vocab_size=tok.vocab_size), tok)
@@ -938,7 +913,7 @@ def test_cli_rejects_bad_sampling_values_in_one_line(char_checkpoint, capsys, fl
     assert capsys.readouterr() == ("", f"error: {message}\n")
 
 
-def test_cli_shortens_a_long_instruction_keeping_its_markers_and_says_so(tmp_path, capsys):
+def test_cli_shortens_a_long_instruction_keeping_its_markers_and_says_so(tiny_gpt, tmp_path, capsys):
     tok, path = CharTokenizer.from_text(""), tmp_path / "instruct.pt"
     model = tiny_gpt(vocab_size=tok.vocab_size, block_size=16, weight_std=0.3)
     gpt.save_checkpoint(path, model, tok, kind="instruct")
@@ -961,7 +936,7 @@ def test_cli_shortens_a_long_plain_prompt_to_its_end(char_checkpoint, capsys):
     assert err.startswith("note: the prompt has 46 tokens; kept 31 ")
 
 
-def test_cli_refuses_to_sample_from_a_classifier(tmp_path, capsys):
+def test_cli_refuses_to_sample_from_a_classifier(tiny_gpt, tmp_path, capsys):
     tok, path = CharTokenizer.from_text(""), tmp_path / "clf.pt"
     model = GPTClassifier(tiny_gpt(vocab_size=tok.vocab_size), 3)
     gpt.save_checkpoint(path, model, tok, kind="classifier", labels=["a", "b", "c"])
