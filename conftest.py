@@ -60,3 +60,20 @@ def tiny_gpt():
                     torch.nn.init.normal_(p, std=weight_std)
         return model.eval()
     return make
+
+
+class StopAfter:
+    """Stands in for Ctrl-C: reports a stop request from the n-th time the training loop asks."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def is_set(self):
+        self.n -= 1
+        return self.n <= 0
+
+
+@pytest.fixture(scope="session")
+def stop_after():
+    """stop_after(n): a stand-in for the training loop's stop Event, set from the n-th step on."""
+    return StopAfter

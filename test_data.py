@@ -290,17 +290,6 @@ def test_every_faq_entry_is_trained_and_held_out_with_a_different_question():
 # Corpus preparation (data/prepare.py)
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory):
-    """A small text with structure: short sentences from a few words."""
-    rng = np.random.default_rng(0)
-    words = "the lord said unto moses and aaron go in to the land of egypt and speak".split()
-    lines = [" ".join(rng.choice(words, size=8)).capitalize() + "." for _ in range(500)]
-    path = tmp_path_factory.mktemp("corpus") / "tiny.txt"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_kjv_has_every_verse_once_in_order_without_numbers():
     verses = prep.kjv_verses()
     assert len(verses) == 31102

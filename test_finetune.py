@@ -190,18 +190,7 @@ def test_tiny_instruct_run_lowers_the_loss_and_writes_an_instruct_checkpoint_and
     assert load_checkpoint(tmp_path / "run" / "ckpt.pt")["kind"] == "instruct"
 
 
-class StopAtCall:
-    """Stands in for Ctrl-C: reports a stop request on the n-th time the loop asks."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def is_set(self):
-        self.n -= 1
-        return self.n <= 0
-
-
-def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, pretrained, monkeypatch):
+def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, pretrained, monkeypatch, stop_after):
     records = [{"instruction": f"Echo {w}.", "output": w} for w in ["cat", "dog", "sun", "sea", "sky", "hat", "pen"]]
     data = write(tmp_path, "set.json", json.dumps(records))
     flags = ["--task=instruct", f"--data={data}", "--max_iters=12", "--max_epochs=100", "--log_interval=1", "--lr=3e-3"]
@@ -212,7 +201,7 @@ def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, pretrained, mon
     @contextlib.contextmanager
     def stopping_run(cfg, launched):  # Ctrl-C on the fifth step
         with real_start_run(cfg, launched) as run:
-            run.stop = StopAtCall(5)
+            run.stop = stop_after(5)
             yield run
 
     monkeypatch.setattr(finetune, "start_run", stopping_run)

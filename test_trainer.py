@@ -276,25 +276,14 @@ def toy_task(seed=0):
                         command="python toy.py", extras={"train_config": {}})
 
 
-def run_toy(tmp_path, task, resumed=None, stop_after=None, **settings):
+def run_toy(tmp_path, task, resumed=None, stop=None, **settings):
     cfg = RunConfig(**{"out_dir": str(tmp_path / "toy"), "max_iters": 12, "eval_interval": 2, "log_interval": 1,
                        "warmup_iters": 0, "lr": 1e-2, "max_minutes": 0, "device": "cpu", "dtype": "float32", "patience": 0,
                        **settings})
     with trainer.start_run(cfg, time.time()) as run:
-        if stop_after is not None:
-            run.stop = StopAfter(stop_after)
+        if stop is not None:
+            run.stop = stop
         return trainer.train_loop(cfg, task, run, resumed)
-
-
-class StopAfter:
-    """Stands in for Ctrl-C: reports a stop request from the n-th time the loop asks."""
-
-    def __init__(self, n):
-        self.n = n
-
-    def is_set(self):
-        self.n -= 1
-        return self.n <= 0
 
 
 def scripted_losses(monkeypatch, losses):
@@ -319,9 +308,9 @@ def test_patience_zero_never_stops_early(tmp_path, monkeypatch):
     assert run_toy(tmp_path, toy_task(), patience=0).steps == 12
 
 
-def test_an_interrupted_loop_resumes_with_its_stop_steps_evaluation_kept(tmp_path):
+def test_an_interrupted_loop_resumes_with_its_stop_steps_evaluation_kept(tmp_path, stop_after):
     straight = run_toy(tmp_path / "a", toy_task())
-    interrupted = run_toy(tmp_path / "b", toy_task(), stop_after=5)
+    interrupted = run_toy(tmp_path / "b", toy_task(), stop=stop_after(5))
     assert interrupted.status == "interrupted" and interrupted.steps == 5
     assert "continue with python toy.py --resume" in interrupted.note
     resumed = trainer.resume_checkpoint(tmp_path / "b" / "toy", "train_config", "python toy.py")
