@@ -33,19 +33,21 @@ def require(ok, message):
 # ----------------------------------------------------------------------------------------------------
 # 1. Tokenizers
 
-# Both tokenizers put the special tokens first, so their ids are the same everywhere.
-SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>", "<inst>", "<resp>")
-PAD_ID, UNK_ID, EOS_ID, INST_ID, RESP_ID = range(len(SPECIAL_TOKENS))
+# Every tokenizer puts the special tokens first, so their ids are the same everywhere. The last three
+# mark the roles of a conversation; checkpoints from before they existed have only the first five.
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<eos>", "<inst>", "<resp>", "<system>", "<user>", "<assistant>")
+PAD_ID, UNK_ID, EOS_ID, INST_ID, RESP_ID, SYSTEM_ID, USER_ID, ASSISTANT_ID = range(len(SPECIAL_TOKENS))
+LEGACY_SPECIALS = 5
 
 
 class CharTokenizer:
     """One token per character: no word is ever unknown; sequences are long. Vocabulary: the specials, every
     printable ASCII character, newline and tab (any English prompt encodes), then the corpus's other characters."""
 
-    def __init__(self, chars):
-        self.chars = list(chars)
-        self.stoi = {c: i for i, c in enumerate(self.chars, start=len(SPECIAL_TOKENS))}
-        self.vocab_size = len(SPECIAL_TOKENS) + len(self.chars)
+    def __init__(self, chars, n_special=len(SPECIAL_TOKENS)):
+        self.chars, self.n_special = list(chars), n_special
+        self.stoi = {c: i for i, c in enumerate(self.chars, start=n_special)}
+        self.vocab_size = n_special + len(self.chars)
 
     @classmethod
     def from_text(cls, text):
@@ -57,11 +59,11 @@ class CharTokenizer:
         return [self.stoi.get(c, UNK_ID) for c in text]
 
     def decode(self, ids):
-        n = len(SPECIAL_TOKENS)
+        n = self.n_special
         return "".join(SPECIAL_TOKENS[i] if i < n else self.chars[i - n] for i in ids)
 
     def to_dict(self):
-        return {"type": "char", "chars": self.chars}
+        return {"type": "char", "chars": self.chars, "specials": list(SPECIAL_TOKENS[:self.n_special])}
 
 
 # Pre-split text into words so merges never cross a word boundary: contractions, letters with one leading
@@ -73,22 +75,22 @@ class BPETokenizer:
     """Byte-level byte-pair encoding, trained from scratch: from the 256 byte values (so any string encodes),
     merge the most frequent adjacent pair into a new token, again and again. Ids: specials, bytes, merges."""
 
-    def __init__(self, merges):
+    def __init__(self, merges, n_special=len(SPECIAL_TOKENS)):
         self.merges = [tuple(pair) for pair in merges]
-        self.byte0 = len(SPECIAL_TOKENS)
+        self.n_special = self.byte0 = n_special  # byte b is token byte0 + b
         first_merge = self.byte0 + 256
         self.rank = {pair: first_merge + i for i, pair in enumerate(self.merges)}
         self.vocab_size = first_merge + len(self.merges)
         # A special token's bytes are its name, so decode shows it; no merge ever contains one.
-        self.token_bytes = [name.encode() for name in SPECIAL_TOKENS] + [bytes([b]) for b in range(256)]
+        self.token_bytes = [name.encode() for name in SPECIAL_TOKENS[:n_special]] + [bytes([b]) for b in range(256)]
         for a, b in self.merges:
             self.token_bytes.append(self.token_bytes[a] + self.token_bytes[b])
         self.cache = {}
 
     @classmethod
     def train(cls, text, vocab_size):
-        """Learn vocab_size - 261 merges. Counts run over unique words weighted by frequency, and
-        after each merge only the words containing the merged pair are updated."""
+        """Learn vocab_size - len(SPECIAL_TOKENS) - 256 merges. Counts run over unique words weighted by
+        frequency, and after each merge only the words containing the merged pair are updated."""
         byte0 = len(SPECIAL_TOKENS)
         word_counts = Counter(BPE_SPLIT.findall(text))
         words = [[byte0 + b for b in w.encode("utf-8")] for w in word_counts]
@@ -133,7 +135,7 @@ class BPETokenizer:
         return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
 
     def to_dict(self):
-        return {"type": "bpe", "merges": [list(p) for p in self.merges]}
+        return {"type": "bpe", "merges": [list(p) for p in self.merges], "specials": list(SPECIAL_TOKENS[:self.n_special])}
 
 
 def _merge(ids, pair, new_id):
@@ -153,16 +155,19 @@ def tokenizer_from_dict(d):
     require(kind in ("char", "bpe"), f"unknown tokenizer type {kind!r}: expected 'char' or 'bpe'")
     key = "chars" if kind == "char" else "merges"
     require(isinstance(d.get(key), list), f"a {kind} tokenizer needs {key!r}, a list, not {d.get(key)!r:.40}")
+    specials = d.get("specials", list(SPECIAL_TOKENS[:LEGACY_SPECIALS]))  # saved before the roles: the first five
+    require(specials in (list(SPECIAL_TOKENS[:LEGACY_SPECIALS]), list(SPECIAL_TOKENS)),
+            f"{kind} tokenizer: 'specials' must be the first {LEGACY_SPECIALS} or all of {list(SPECIAL_TOKENS)}")
     if kind == "char":  # Counter only runs once every entry is a string, so hashable
         bad = [c for c in d["chars"] if not isinstance(c, str) or len(c) != 1] or \
             [c for c, n in Counter(d["chars"]).items() if n > 1]
         require(not bad, f"char tokenizer: 'chars' must be distinct single characters, not {bad[:3]!r:.60}")
-        return CharTokenizer(d["chars"])
-    byte0 = len(SPECIAL_TOKENS)
+        return CharTokenizer(d["chars"], len(specials))
+    byte0 = len(specials)
     for i, pair in enumerate(d["merges"], start=byte0 + 256):  # i: the id this merge makes
         ok = isinstance(pair, (list, tuple)) and len(pair) == 2 and all(type(t) is int and byte0 <= t < i for t in pair)
         require(ok, f"bpe tokenizer: merge {pair!r:.40} makes id {i}, so it must pair two ids from {byte0} to {i - 1}")
-    return BPETokenizer(d["merges"])
+    return BPETokenizer(d["merges"], byte0)
 
 
 def instruction_ids(tokenizer, instruction, input=""):
@@ -274,7 +279,7 @@ class Block(nn.Module):
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 102  # the smallest CharTokenizer: 5 special tokens, 95 printable ASCII, newline, tab
+    vocab_size: int = 105  # the smallest CharTokenizer: 8 special tokens, 95 printable ASCII, newline, tab
     block_size: int = 128  # the longest context the model sees
     n_layer: int = 4
     n_head: int = 4

@@ -38,7 +38,7 @@ BAD_INPUTS = [
     ("train.py --beta2=1", r"--beta2 must be at least 0 and below 1, got 1.0"),
     ("train.py --grad_clip=-1", r"--grad_clip must be at least 0, got -1.0"),
     ("train.py --eval_interval=0", r"--eval_interval must be at least 1, got 0"),
-    ("train.py --bpe_vocab_size=100 --tokenizer=bpe", r"--bpe_vocab_size must be at least 262 and at most 4294967295, got 100"),
+    ("train.py --bpe_vocab_size=100 --tokenizer=bpe", r"--bpe_vocab_size must be at least 265 and at most 4294967295, got 100"),
     ("train.py --min_lr=0.1 --lr=0.01", r"--min_lr \(0.1\) must not exceed --lr \(0.01\)"),
     ("train.py --n_embd=30 --n_head=4", r"n_embd \(30\) must be divisible by n_head \(4\)"),
     ("train.py --n_embd=15 --n_head=3", r"head size n_embd / n_head \(5\) must be even \(or use --no-rope\)"),

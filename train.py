@@ -40,7 +40,7 @@ class TrainConfig(RunConfig):
     # data
     data: str = "kjv"  # kjv, shakespeare, or a path to a UTF-8 text file
     tokenizer: str = "char"  # char or bpe
-    bpe_vocab_size: int = 2048  # with --tokenizer=bpe: 5 special tokens, 256 bytes, then learned merges
+    bpe_vocab_size: int = 2048  # with --tokenizer=bpe: 8 special tokens, 256 bytes, then learned merges
     data_dir: str = "data"  # where prepared token files are cached
     # model (gpt.GPTConfig)
     n_layer: int = 4
@@ -55,7 +55,7 @@ class TrainConfig(RunConfig):
     sample_tokens: int = 200  # length of the text sample printed at each evaluation
     sample_prompt: str = "\n"
 
-    RANGES = RunConfig.RANGES | {"bpe_vocab_size": "[262, 4294967295]", "n_layer": "[1, inf)", "n_head": "[1, inf)",
+    RANGES = RunConfig.RANGES | {"bpe_vocab_size": "[265, 4294967295]", "n_layer": "[1, inf)", "n_head": "[1, inf)",
                                  "n_embd": "[1, inf)", "block_size": "[1, inf)", "dropout": "[0, 1)",
                                  "eval_iters": "[1, inf)", "sample_tokens": "[0, inf)"}
     CHOICES = RunConfig.CHOICES | {"tokenizer": ("char", "bpe")}

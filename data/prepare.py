@@ -35,7 +35,7 @@ from data import DataError, decode_utf8, read_bytes  # noqa: E402  (DataError: t
 from gpt import BPETokenizer, CharTokenizer, tokenizer_from_dict  # noqa: E402
 
 DATA_DIR = Path(__file__).resolve().parent
-CACHE_FORMAT = 1  # bump when the layout of the prepared files changes
+CACHE_FORMAT = 2  # bump when the layout of the prepared files changes (2: tokenizers with the chat roles)
 VAL_FRACTION = 0.1
 
 
