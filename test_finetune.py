@@ -102,13 +102,13 @@ def test_training_batches_cover_every_example_group_lengths_and_resume_exactly()
 # Classification data formats and their errors
 
 
-def test_long_texts_are_truncated_and_counted(tmp_path, tokenizer):
+def test_texts_are_kept_whole_up_to_the_window_limit_then_cut_and_counted(tmp_path, tokenizer):
     path = write(tmp_path, "d.tsv", "".join(f"{lab}\t{text}\n" for lab, text in
                                             [("a", "x" * 100), ("a", "short"), ("a", "y" * 60), ("b", "ok"), ("b", "fine"), ("b", "z" * 49)]))
     cfg = finetune.finetune_config(["--task=classify", f"--data={path}"])
-    data = finetune.classify_data(cfg, load_labelled(path), path, tokenizer, block_size=48)
-    assert data.truncated == 3
-    assert max(len(ids) for ids, _ in data.train + data.val + data.test) == 48
+    data = finetune.classify_data(cfg, load_labelled(path), path, tokenizer, block_size=10)  # 8 windows: 80 tokens
+    assert finetune.CLASSIFY_WINDOWS == 8 and data.truncated == 1
+    assert sorted(len(ids) for ids, _ in data.train + data.val + data.test)[-3:] == [49, 60, 80]
 
 
 # ----------------------------------------------------------------------------------------------------
