@@ -4,18 +4,24 @@ Reading order, which is also the order the ideas build on each other:
   1. tokenizers    text <-> integer ids (characters, then byte-level BPE)
   2. attention     causal self-attention, first by hand, then the fused kernel; rotary positions
   3. the model     MLP, Block, GPT (the GPT-2 architecture, scaled down, rotary positions optional)
-  4. heads         a classifier on the GPT's hidden states, and how to freeze the backbone
+  4. heads         a classifier on the GPT's hidden states, how to freeze the backbone, LoRA adapters
   5. sampling      temperature, top-k, top-p, a KV cache so each new token costs one step, streamed text
   6. checkpoints   one file with config, weights and tokenizer, written atomically, checked on load
-  7. devices, CLI  `python gpt.py --ckpt out/kjv/ckpt.pt --prompt "In the beginning"`
+  7. GPT-2         OpenAI's pretrained weights and tokenizer from a Hugging Face folder: load_gpt2("gpt2")
+  8. devices, CLI  `python gpt.py --ckpt out/kjv/ckpt.pt --prompt "In the beginning"`
 
 Depends on torch and the standard library only, so it can be copied into any project.
 """
 import argparse
+import functools
+import itertools
+import json
 import math
 import os
 import re
+import struct
 import sys
+import unicodedata
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 
@@ -152,12 +158,14 @@ def _merge(ids, pair, new_id):
 def tokenizer_from_dict(d):
     """The tokenizer to_dict described, checked first: a hand-edited dict fails here, by name, not as a bad id."""
     kind = d.get("type") if isinstance(d, dict) else None
-    require(kind in ("char", "bpe"), f"unknown tokenizer type {kind!r}: expected 'char' or 'bpe'")
+    require(kind in ("char", "bpe", "gpt2"), f"unknown tokenizer type {kind!r}: expected 'char', 'bpe' or 'gpt2'")
     key = "chars" if kind == "char" else "merges"
     require(isinstance(d.get(key), list), f"a {kind} tokenizer needs {key!r}, a list, not {d.get(key)!r:.40}")
     specials = d.get("specials", list(SPECIAL_TOKENS[:LEGACY_SPECIALS]))  # saved before the roles: the first five
     require(specials in (list(SPECIAL_TOKENS[:LEGACY_SPECIALS]), list(SPECIAL_TOKENS)),
             f"{kind} tokenizer: 'specials' must be the first {LEGACY_SPECIALS} or all of {list(SPECIAL_TOKENS)}")
+    if kind == "gpt2":  # section 7; the tokenizer checks its vocabulary and merges itself
+        return GPT2Tokenizer(d.get("vocab"), d["merges"], len(specials))
     if kind == "char":  # Counter only runs once every entry is a string, so hashable
         bad = [c for c in d["chars"] if not isinstance(c, str) or len(c) != 1] or \
             [c for c, n in Counter(d["chars"]).items() if n > 1]
@@ -257,9 +265,10 @@ class MLP(nn.Module):
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
+        self.gelu = config.gelu
 
     def forward(self, x):
-        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x), approximate=self.gelu)))
 
 
 class Block(nn.Module):
@@ -287,6 +296,7 @@ class GPTConfig:
     dropout: float = 0.0
     bias: bool = True  # biases in Linear and LayerNorm layers, as GPT-2
     rope: bool = False  # rotary position embeddings in attention instead of learned absolute ones
+    gelu: str = "none"  # F.gelu's approximate: "none", the exact GELU, or "tanh", the form GPT-2 was trained with
 
     def __post_init__(self):
         """Check every field, so a bad config fails here, by name, rather than deep inside torch."""
@@ -299,6 +309,7 @@ class GPTConfig:
         require(self.n_embd % self.n_head == 0, f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
         head_size = self.n_embd // self.n_head
         require(not self.rope or head_size % 2 == 0, f"rope turns pairs, so needs an even head size, not {head_size}")
+        require(self.gelu in ("none", "tanh"), f"gelu={self.gelu!r}: expected 'none' (exact) or 'tanh'")
 
 
 class GPT(nn.Module):
@@ -425,6 +436,79 @@ def freeze(classifier, strategy, n=0):
             module.requires_grad_(True)
 
 
+# LoRA (Hu et al., 2021): rather than change a pretrained weight W (out, in), learn a low-rank change to it,
+# W + (alpha / r) B A with B (out, r) and A (r, in), W frozen. A projection of GPT-2 124M then trains r * (in + out)
+# numbers instead of in * out (at r = 8, 1% of them), and only those need gradients and optimizer state. Folded
+# into W when saved, the adapters cost nothing at inference, and the weights load into a plain GPT.
+
+
+class LoRALinear(nn.Module):
+    """A frozen nn.Linear plus a trainable low-rank update: x -> base(x) + (alpha / rank) (x A^T) B^T."""
+
+    def __init__(self, base, rank, alpha):
+        super().__init__()
+        self.base, self.scale = base.requires_grad_(False), alpha / rank
+        # A starts random with the spread of a Linear's init, B at zero: the update, B A, starts at zero.
+        device = base.weight.device
+        self.lora_A = nn.Parameter(torch.randn(rank, base.in_features, device=device) / math.sqrt(base.in_features))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=device))
+
+    def forward(self, x):
+        return self.base(x) + (x @ self.lora_A.T @ self.lora_B.T) * self.scale  # (B, T, in) -> (B, T, r) -> (B, T, out)
+
+    def merged_weight(self):
+        """W + (alpha / rank) B A, (out, in): the weight of a plain Linear that computes the same."""
+        return (self.base.weight + self.scale * self.lora_B @ self.lora_A).detach()
+
+
+def add_lora(model, rank, alpha):
+    """Freeze model and wrap every attention and MLP projection in it (c_attn, c_proj, c_fc) in a LoRALinear:
+    then only the adapters train. rank 0 is LoRA off: model is left as it is. Returns model."""
+    if rank == 0:
+        return model
+    model.requires_grad_(False)
+    for module in list(model.modules()):
+        if isinstance(module, (CausalSelfAttention, MLP)):
+            for name, child in list(module.named_children()):
+                if isinstance(child, nn.Linear):
+                    setattr(module, name, LoRALinear(child, rank, alpha))
+    return model
+
+
+def merged_state_dict(model):
+    """model's state dict with each LoRALinear folded into a plain Linear's weight and bias: the same model
+    without adapters, which loads into a GPT (or GPTClassifier) with no LoRA code. Without adapters: state_dict()."""
+    state = model.state_dict()
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            for key in ("base.weight", "base.bias", "lora_A", "lora_B"):
+                state.pop(f"{name}.{key}", None)
+            state[f"{name}.weight"] = module.merged_weight()
+            if module.base.bias is not None:
+                state[f"{name}.bias"] = module.base.bias.detach()
+    return state
+
+
+def lora_adapters(model):
+    """{name: tensor} of model's adapters, empty without LoRA: with the merged weights, all a run needs to resume."""
+    return {name: p.detach() for name, p in model.named_parameters() if name.endswith(("lora_A", "lora_B"))}
+
+
+@torch.no_grad()
+def load_lora(model, adapters):
+    """Put saved adapters (lora_adapters) back on a model that holds the merged weights they were saved with and
+    was then given adapters by add_lora: each frozen weight becomes merged - (alpha / r) B A, W again up to rounding."""
+    own = lora_adapters(model)
+    require(isinstance(adapters, dict) and adapters.keys() == own.keys() and
+            all(torch.is_tensor(adapters[k]) and adapters[k].shape == own[k].shape for k in own),
+            f"the saved adapters do not fit this model's: expected {len(own)} tensors like {next(iter(own), None)!r}")
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            module.lora_A.copy_(adapters[f"{name}.lora_A"])
+            module.lora_B.copy_(adapters[f"{name}.lora_B"])
+            module.base.weight -= module.scale * module.lora_B @ module.lora_A
+
+
 # ----------------------------------------------------------------------------------------------------
 # 5. Sampling
 
@@ -491,11 +575,14 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path, model, tokenizer, kind="pretrained", **extra):
     """Write config, weights, tokenizer and any extras to path atomically: a crash while writing leaves the
-    previous file intact, as the new one, written to a temporary file of its own, only replaces it once complete."""
+    previous file intact, as the new one, written to a temporary file of its own, only replaces it once complete.
+    LoRA adapters are folded into the weights, so the file loads without them."""
     model = getattr(model, "_orig_mod", model)  # unwrap torch.compile
     gpt = model.gpt if isinstance(model, GPTClassifier) else model
     payload = {"format": CHECKPOINT_FORMAT, "kind": kind, "config": asdict(gpt.config),
-               "model": model.state_dict(), "tokenizer": tokenizer.to_dict(), **extra}
+               "model": merged_state_dict(model), "tokenizer": tokenizer.to_dict(), **extra}
+    if adapters := lora_adapters(model):  # unmerged too, so that a run can resume training them (gpt.load_lora)
+        payload["lora"] = adapters
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.{os.getpid()}-{os.urandom(4).hex()}.tmp"
     try:
@@ -563,7 +650,232 @@ def load_model(path, device="cpu"):
 
 
 # ----------------------------------------------------------------------------------------------------
-# 7. Devices and the command line
+# 7. GPT-2: OpenAI's pretrained weights and tokenizer, from a Hugging Face folder
+#
+# GPT-2 124M is the GPT of section 3 at full size: n_layer=12, n_head=12, n_embd=768, block_size=1024, learned
+# positions and the tanh form of GELU. A folder as Hugging Face publishes it loads into it with no other library:
+#     model, tokenizer = load_gpt2("gpt2")  # config.json, model.safetensors, vocab.json, merges.txt (README)
+# Our special tokens come first in every vocabulary here, so GPT-2's token i is our token i + len(SPECIAL_TOKENS),
+# and the token embedding gains len(SPECIAL_TOKENS) rows at its start, each the mean of GPT-2's rows. As the
+# embedding is also the output layer, a special token's logit is then the mean logit: never above the largest, so
+# GPT-2 writes what it always wrote until finetuning teaches it <eos> and the rest. GPT-2's own <|endoftext|> is
+# an ordinary token here (its id plus 8).
+
+
+def gpt2_byte_chars():
+    """GPT-2's files spell tokens as text, one character per byte: byte b is chr(b) where that character is
+    printable and not a space, else chr(256 + n) for the n-th byte that is not. A list of 256 characters."""
+    visible = [chr(b).isprintable() and b != 32 for b in range(256)]
+    hidden = iter(range(256, 512))
+    return [chr(b) if visible[b] else chr(next(hidden)) for b in range(256)]
+
+
+# Unicode's White_Space characters: what \s means in GPT-2's pattern. Python's \s also takes U+001C to U+001F.
+WHITE_SPACE = r"\t\n\v\f\r \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000"
+
+
+def unicode_classes():
+    """For each first letter of a Unicode category (L: letters, N: numbers, ...), the code points in it as the inside
+    of an re character class, "A-Za-z...", as Python's unicodedata knows them. Half a second."""
+    classes = defaultdict(str)
+    for kind, run in itertools.groupby(range(sys.maxunicode + 1), key=lambda c: unicodedata.category(chr(c))[0]):
+        run = list(run)  # consecutive code points of one kind: one range
+        classes[kind] += f"{re.escape(chr(run[0]))}-{re.escape(chr(run[-1]))}"
+    return classes
+
+
+@functools.cache
+def gpt2_split():
+    r"""GPT-2's pre-tokenizer, the model of BPE_SPLIT, built on first use:
+        's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
+    Python's re has no \p{L} (letters) or \p{N} (numbers), so they are spelled out from unicode_classes()."""
+    classes = unicode_classes()
+    L, N, S = classes["L"], classes["N"], WHITE_SPACE
+    return re.compile(rf"'(?:[sdmt]|ll|ve|re)| ?[{L}]+| ?[{N}]+| ?[^{S}{L}{N}]+|[{S}]+(?![^{S}])|[{S}]+")
+
+
+NEVER = (math.inf,)  # the rank of a pair never merged
+
+
+class GPT2Tokenizer:
+    """GPT-2's byte-level BPE, from its vocab.json (token text -> id) and merges.txt (pairs in the order they were
+    learned): BPETokenizer's algorithm with GPT-2's pre-tokenizer, vocabulary and merges. Our ids: the specials,
+    then GPT-2's ids shifted by n_special. Like every tokenizer here, it reads special names in text as text."""
+
+    def __init__(self, vocab, merges, n_special=len(SPECIAL_TOKENS)):
+        ok = isinstance(vocab, dict) and all(isinstance(t, str) and type(i) is int for t, i in vocab.items())
+        require(ok and sorted(vocab.values()) == list(range(len(vocab))),
+                "gpt2 tokenizer: the vocabulary must map token texts to the ids 0 to n - 1, each once")
+        chars = gpt2_byte_chars()
+        byte_of = {c: b for b, c in enumerate(chars)}
+        odd = [t for t in vocab if not t or any(c not in byte_of for c in t)] + [c for c in chars if c not in vocab]
+        require(not odd, f"gpt2 tokenizer: each byte needs a token, and tokens are GPT-2 byte text: not {odd[:3]!r:.50}")
+        self.merges = [tuple(pair) if isinstance(pair, (list, tuple)) else (pair,) for pair in merges]
+        self.vocab, self.n_special = vocab, n_special
+        self.vocab_size = n_special + len(vocab)
+        self.byte_ids = [n_special + vocab[c] for c in chars]  # byte b -> our id
+        self.rank = {}  # (id, id) -> (rank, id of the merged token): the lowest rank merges first
+        for rank, pair in enumerate(self.merges):
+            ok = len(pair) == 2 and all(isinstance(t, str) and t in vocab for t in pair) and pair[0] + pair[1] in vocab
+            require(ok, f"gpt2 tokenizer: merge {rank} ({pair!r:.40}) must join two tokens into one of the vocabulary")
+            left, right, joined = (n_special + vocab[t] for t in (pair[0], pair[1], pair[0] + pair[1]))
+            self.rank.setdefault((left, right), (rank, joined))
+        by_id = sorted(vocab, key=vocab.get)
+        self.token_bytes = [name.encode() for name in SPECIAL_TOKENS[:n_special]] + \
+            [bytes(byte_of[c] for c in token) for token in by_id]
+        self.split, self.cache = gpt2_split(), {}
+
+    def _encode_word(self, word):
+        if word not in self.cache:
+            ids = [self.byte_ids[b] for b in word.encode("utf-8")]
+            # As BPETokenizer: the earliest-learned merge first, until no pair has been learned.
+            while (pair := min(zip(ids, ids[1:]), key=lambda p: self.rank.get(p, NEVER), default=None)) in self.rank:
+                ids = _merge(ids, pair, self.rank[pair][1])
+            self.cache[word] = ids
+        return self.cache[word]
+
+    def encode(self, text):
+        return [i for word in self.split.findall(text) for i in self._encode_word(word)]
+
+    def decode(self, ids):
+        return b"".join(self.token_bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def to_dict(self):
+        return {"type": "gpt2", "vocab": self.vocab, "merges": [list(p) for p in self.merges],
+                "specials": list(SPECIAL_TOKENS[:self.n_special])}
+
+
+# safetensors' names for the dtypes it stores
+SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                      "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+                      "BOOL": torch.bool}
+
+
+def read_safetensors(path):
+    """{name: tensor} from a .safetensors file: 8 bytes giving n, the length of a JSON header that names each tensor's
+    dtype, shape and [begin, end) byte offsets, then those bytes, little-endian. Plain data: nothing in it can run."""
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            header, data = json.loads(f.read(n)), bytearray(f.read())  # writable, as torch.frombuffer wants
+        require(isinstance(header, dict), "the header is not a JSON object")
+    except (struct.error, ValueError) as e:  # struct.error: under 8 bytes; ValueError: no JSON object after them
+        raise ValueError(f"{path}: not a safetensors file ({e})") from None
+    tensors = {}
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype, shape, (begin, end) = SAFETENSORS_DTYPES[info["dtype"]], info["shape"], info["data_offsets"]
+            ok = 0 <= begin <= end <= len(data) and end - begin == math.prod(shape) * dtype.itemsize
+        except (KeyError, TypeError, ValueError):  # a missing key, or a value of the wrong type
+            ok = False
+        require(ok, f"{path}: tensor {name!r} has a bad header entry {info!r:.80}")
+        tensors[name] = torch.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=begin).reshape(shape) \
+            if begin < end else torch.zeros(shape, dtype=dtype)
+    return tensors
+
+
+# GPT-2's activation_function names for the GELUs of GPTConfig.gelu
+GPT2_GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu": "none"}
+
+
+def gpt2_config(hf):
+    """Our GPTConfig for a Hugging Face GPT-2 config.json (a dict), or an error naming what this GPT lacks."""
+    require(isinstance(hf, dict), "expected a JSON object of settings")
+    require(hf.get("model_type") == "gpt2", f"model_type {hf.get('model_type')!r}: this loads GPT-2 ('gpt2') only")
+    gelu = GPT2_GELU.get(hf.get("activation_function", "gelu_new"))
+    require(gelu, f"activation_function {hf.get('activation_function')!r}: expected one of {sorted(GPT2_GELU)}")
+    missing = [k for k in ("vocab_size", "n_positions", "n_layer", "n_head", "n_embd") if type(hf.get(k)) is not int]
+    require(not missing, f"config.json needs {missing} as integers")
+    for key, ours in [("n_inner", (None, 4 * hf["n_embd"])), ("layer_norm_epsilon", (1e-5,)),
+                      ("tie_word_embeddings", (True,)), ("scale_attn_weights", (True,)),
+                      ("scale_attn_by_inverse_layer_idx", (False,)), ("add_cross_attention", (False,))]:
+        require(hf.get(key, ours[0]) in ours, f"{key}={hf.get(key)!r}: this GPT has {ours[-1]!r} (section 3)")
+    return GPTConfig(vocab_size=len(SPECIAL_TOKENS) + hf["vocab_size"], block_size=hf["n_positions"],
+                     n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], dropout=0.0, gelu=gelu)
+
+
+# GPT-2 stores these as Conv1D weights, (in, out); nn.Linear keeps (out, in)
+GPT2_CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def gpt2_state_dict(hf_state):
+    """Hugging Face GPT-2 weights as our GPT's state dict: names without "transformer.", blocks for h, Conv1D
+    weights transposed, the token embedding led by one row per special token (the mean of its rows), float32."""
+    state = {}
+    for name, tensor in hf_state.items():
+        name = name.removeprefix("transformer.")
+        if name.endswith((".attn.bias", ".attn.masked_bias")) or name == "lm_head.weight":
+            continue  # the causal mask, in files from older versions; the output layer, which is the embedding
+        tensor = tensor.float().t() if name.endswith(GPT2_CONV1D) else tensor.float()
+        if name == "wte.weight":  # (vocab, C) -> (8 + vocab, C)
+            tensor = torch.cat([tensor.mean(dim=0, keepdim=True).expand(len(SPECIAL_TOKENS), -1), tensor])
+        state[re.sub(r"^h\.", "blocks.", name)] = tensor
+    if "wte.weight" in state:
+        state["lm_head.weight"] = state["wte.weight"]  # tied
+    return state
+
+
+def read_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except ValueError as e:  # not UTF-8, or not JSON
+        raise ValueError(f"{path}: not a JSON file ({e})") from None
+
+
+def read_gpt2_merges(path):
+    """[[left, right], ...] from merges.txt: an optional "#version" line, then one merge per line, "left right"."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line and not line.startswith("#version")]
+    pairs = [line.split(" ") for line in lines]
+    bad = [line for line, pair in zip(lines, pairs) if len(pair) != 2]
+    require(not bad, f"{path}: a merge is two tokens and one space, not {bad[:1]!r:.60}")
+    return pairs
+
+
+GPT2_FILES = ("config.json", "vocab.json", "merges.txt")
+GPT2_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+def load_gpt2(folder):
+    """(GPT in eval mode, GPT2Tokenizer) from a Hugging Face GPT-2 folder: config.json, vocab.json, merges.txt, and
+    model.safetensors or else pytorch_model.bin (read with weights_only=True). Nothing is downloaded: the README
+    gives the one command that fetches the folder. Also loads gpt2-medium, -large and -xl, and distilgpt2."""
+    require(os.path.isdir(folder), f"{folder}: no such folder; the README's GPT-2 section shows how to get one")
+    weights = next((os.path.join(folder, w) for w in GPT2_WEIGHTS if os.path.isfile(os.path.join(folder, w))), None)
+    missing = [name for name in GPT2_FILES if not os.path.isfile(os.path.join(folder, name))] + \
+        ([] if weights else [" or ".join(GPT2_WEIGHTS)])
+    require(not missing, f"{folder}: a GPT-2 folder needs {', '.join(missing)}")
+    try:
+        config = gpt2_config(read_json(os.path.join(folder, "config.json")))
+    except ValueError as e:
+        raise ValueError(f"{folder}/config.json: {e}") from None
+    try:
+        vocab, merges = read_json(os.path.join(folder, "vocab.json")), read_gpt2_merges(os.path.join(folder, "merges.txt"))
+        tokenizer = GPT2Tokenizer(vocab, merges)
+    except ValueError as e:
+        raise ValueError(f"{folder}: {e}") from None
+    require(tokenizer.vocab_size <= config.vocab_size, f"{folder}: vocab.json has {len(tokenizer.vocab)} tokens, "
+            f"but config.json's vocab_size is {config.vocab_size - len(SPECIAL_TOKENS)}")
+    if weights.endswith(".safetensors"):
+        hf_state = read_safetensors(weights)
+    else:
+        try:
+            hf_state = torch.load(weights, map_location="cpu", weights_only=True)
+        except Exception as e:  # as in load_checkpoint: torch raises several types
+            raise ValueError(f"{weights}: cannot load: not a plain-data torch file ({type(e).__name__})") from None
+    model = GPT(config)
+    try:
+        model.load_state_dict(gpt2_state_dict(hf_state))
+    except (RuntimeError, AttributeError) as e:  # AttributeError: a .bin that holds no dict of tensors
+        raise ValueError(f"{weights}: the weights do not fit config.json: {str(e)[:300]}") from None
+    return model.eval(), tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------
+# 8. Devices and the command line
 
 
 def pick_device(name="auto"):

@@ -188,7 +188,7 @@ def test_tokenizer_from_dict_rejects_unknown_types():
 
 
 BAD_TOKENIZERS = [
-    ({"type": "wordpiece"}, "unknown tokenizer type 'wordpiece': expected 'char' or 'bpe'"),
+    ({"type": "wordpiece"}, "unknown tokenizer type 'wordpiece': expected 'char', 'bpe' or 'gpt2'"),
     ({"chars": ["a"]}, "unknown tokenizer type None"),
     ("char", "unknown tokenizer type None"),
     ({"type": "char"}, "a char tokenizer needs 'chars', a list, not None"),
