@@ -9,6 +9,8 @@ finetune.py: teach a pretrained GPT (from train.py) a task.
 
 --init is a train.py checkpoint, by default out/kjv/ckpt.pt from `python train.py`. --init=scratch
 trains the default pretraining architecture from random weights, to show what pretraining buys.
+--init=hf:PATH starts from OpenAI's GPT-2 in a Hugging Face folder (gpt.load_gpt2; README).
+--lora_rank=R trains low-rank adapters instead of every weight (gpt.add_lora); checkpoints hold merged weights.
 
 Every task splits its examples three ways: training, validation (evaluated every eval_interval steps;
 the best model is kept as ckpt.pt, and the run stops early once it stops improving) and a held-out
@@ -33,8 +35,8 @@ from tqdm import tqdm
 from data.classify import Labelled, load_labelled, split_by_label
 from data.instruct import CASE_SENSITIVE_FAMILIES, generate, load_alpaca
 from data.prepare import DataError, kjv_verses
-from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, GPTClassifier, freeze, instruction_ids,
-                 load_checkpoint, model_from_checkpoint, tokenizer_from_dict)
+from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, CheckpointError, GPTClassifier, add_lora, freeze,
+                 instruction_ids, load_checkpoint, load_gpt2, load_lora, model_from_checkpoint, tokenizer_from_dict)
 from train import TrainConfig, model_config
 from trainer import (ConfigError, RunConfig, Task, cli, evaluate, log, parse_config, refuse_changes,
                      resume_checkpoint, start_run, train_loop, write_atomically)
@@ -51,7 +53,7 @@ class FinetuneConfig(RunConfig):
     for --task=instruct; --task=classify changes some of them (finetune.TASK_DEFAULTS)."""
 
     task: str = ""  # classify or instruct
-    init: str = DEFAULT_INIT  # a train.py checkpoint, or scratch for random weights
+    init: str = DEFAULT_INIT  # a train.py checkpoint, scratch for random weights, or hf:PATH for a GPT-2 folder
     data: str = ""  # empty: the built-in set; classify: .csv, .tsv or .jsonl; instruct: .json or .jsonl
     max_epochs: int = 10  # the most passes over the training examples: a small file is not learned by heart
     # classify only: how the head reads the text (gpt.GPTClassifier), which parameters train (gpt.freeze)
@@ -59,6 +61,9 @@ class FinetuneConfig(RunConfig):
     freeze: str = "none"  # none, head or last_n
     unfreeze_layers: int = 1  # with --freeze=last_n: how many of the last blocks train
     n_examples: int = 13  # example answers shown in the instruct report
+    # LoRA: a frozen model with trainable low-rank adapters on its attention and MLP projections (gpt.add_lora)
+    lora_rank: int = 0  # the adapters' rank; 0: no adapters, every weight trains
+    lora_alpha: float = 16.0  # the adapters' update is scaled by lora_alpha / lora_rank
     # the shared settings, with defaults measured for instruction tuning (README)
     batch_size: int = 32
     max_iters: int = 4000
@@ -69,7 +74,8 @@ class FinetuneConfig(RunConfig):
     eval_interval: int = 500
     compile: bool = False  # lengths change every batch, so compiling rarely pays off here
 
-    RANGES = RunConfig.RANGES | {"max_epochs": "[1, inf)", "unfreeze_layers": "[0, inf)", "n_examples": "[0, inf)"}
+    RANGES = RunConfig.RANGES | {"max_epochs": "[1, inf)", "unfreeze_layers": "[0, inf)", "n_examples": "[0, inf)",
+                                 "lora_rank": "[0, inf)", "lora_alpha": "(0, inf)"}
     CHOICES = RunConfig.CHOICES | {"task": ("classify", "instruct"), "pool": ("last", "mean"),
                                    "freeze": ("none", "head", "last_n")}
 
@@ -77,9 +83,15 @@ class FinetuneConfig(RunConfig):
         super().__post_init__()
         if self.freeze != "none" and self.task != "classify":
             raise ConfigError("--freeze applies to --task=classify only; instruction tuning trains every weight")
+        if self.freeze != "none" and self.lora_rank:
+            raise ConfigError("--freeze and --lora_rank both choose what trains: use one of them")
         if not self.out_dir:
             run = "scratch" if self.init == "scratch" else Path(self.init).parent.name
+            if self.init.startswith("hf:"):  # hf:models/gpt2 -> out/gpt2_classify
+                run = Path(self.init[3:]).name
             self.out_dir = f"out/{run}_{self.task}" + (f"_{Path(self.data).stem}" if self.data else "")
+            if self.lora_rank:
+                self.out_dir += f"_lora{self.lora_rank}"
 
 
 # Measured defaults for classification (see README): fewer steps and a gentler learning rate, since
@@ -97,7 +109,7 @@ def finetune_config(argv=None, base=None, base_source="base settings"):
 
 
 # Settings a resumed run cannot change: the weights and the data depend on them.
-FIXED_ON_RESUME = ("task", "init", "data", "pool", "freeze", "unfreeze_layers", "seed")
+FIXED_ON_RESUME = ("task", "init", "data", "pool", "freeze", "unfreeze_layers", "lora_rank", "lora_alpha", "seed")
 
 
 def resume_config(cfg, argv):
@@ -106,6 +118,17 @@ def resume_config(cfg, argv):
     resumed = finetune_config(argv, base=ckpt["finetune_config"], base_source=f"{cfg.out_dir}/last.pt")
     refuse_changes(resumed, ckpt["finetune_config"], FIXED_ON_RESUME)
     return resumed, ckpt
+
+
+def with_lora(cfg, model, gpt, resumed):
+    """With --lora_rank: gpt (model's language model) frozen, with adapters; on --resume, last.pt's adapters put
+    back, out of its merged weights (gpt.load_lora). Without: model unchanged."""
+    add_lora(gpt, cfg.lora_rank, cfg.lora_alpha)
+    if cfg.lora_rank and resumed is not None:
+        try:
+            load_lora(model, resumed.get("lora", {}))
+        except ValueError as e:
+            raise CheckpointError(f"{cfg.out_dir}/last.pt: {e}") from None
 
 
 def fit_to_data(cfg, n_train, world_size):
@@ -127,6 +150,11 @@ def initial_model(cfg, texts):
         torch.manual_seed(cfg.seed)
         # The default pretraining architecture, so the comparison with a pretrained start is fair.
         return GPT(model_config(TrainConfig(), tokenizer.vocab_size)), tokenizer
+    if cfg.init.startswith("hf:"):
+        try:
+            return load_gpt2(cfg.init[3:])
+        except ValueError as e:
+            raise ConfigError(f"--init={cfg.init}: {e}") from None
     if not Path(cfg.init).exists():
         hint = "run python train.py first" if cfg.init == DEFAULT_INIT else "check the path"
         raise ConfigError(f"--init={cfg.init} does not exist: {hint} (or pass --init=scratch)")
@@ -431,6 +459,7 @@ def classify_task(cfg, run, resumed):
         raise ConfigError(f"the labels changed since {cfg.out_dir} was started: {resumed['labels']} -> {data.labels}")
     classifier = model_from_checkpoint(resumed) if resumed is not None else GPTClassifier(gpt, len(data.labels), cfg.pool)
     freeze(classifier, cfg.freeze, cfg.unfreeze_layers)
+    with_lora(cfg, classifier, classifier.gpt, resumed)  # the head, outside gpt, still trains
     cfg = fit_to_data(cfg, len(data.train), run.world_size)
     test_batches = eval_batches(data.test, collate_classify, 64, run.device)
     task = Task(kind="classifier", model=classifier, tokenizer=tokenizer, command=f"python finetune.py --task={cfg.task}",
@@ -454,6 +483,9 @@ def instruct_task(cfg, run, resumed):
     model, tokenizer = initial_model(cfg, [ex["instruction"] + ex["input"] + ex["output"] for ex in train + val + test])
     if resumed is not None:
         model = model_from_checkpoint(resumed)
+    with_lora(cfg, model, model, resumed)
+    if cfg.lora_rank:  # answers end with <eos>, whose row GPT-2 never trained (all its special rows are alike)
+        model.wte.requires_grad_(True)  # so the token embedding, which is also the output layer, trains too
     data = instruct_data(train, val, test, source, tokenizer, model.config.block_size)
     log(f"{source}: {len(data.train):,} training, {len(data.val):,} validation and {len(data.test):,} held-out test "
         "examples" + (f"; {data.skipped} longer than block_size {model.config.block_size} left out" if data.skipped else ""))

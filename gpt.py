@@ -757,6 +757,7 @@ def read_safetensors(path):
     try:
         with open(path, "rb") as f:
             (n,) = struct.unpack("<Q", f.read(8))
+            require(n <= os.path.getsize(path) - 8, "its header is longer than the file")
             header, data = json.loads(f.read(n)), bytearray(f.read())  # writable, as torch.frombuffer wants
         require(isinstance(header, dict), "the header is not a JSON object")
     except (struct.error, ValueError) as e:  # struct.error: under 8 bytes; ValueError: no JSON object after them

@@ -50,6 +50,7 @@ class TrainConfig(RunConfig):
     dropout: float = 0.0
     bias: bool = True
     rope: bool = True  # rotary position embeddings instead of learned absolute ones
+    gelu: str = "none"  # the exact GELU, or "tanh": the approximation GPT-2 used
     # evaluation
     eval_iters: int = 20  # batches in the fixed validation sample evaluated every eval_interval steps
     sample_tokens: int = 200  # length of the text sample printed at each evaluation
@@ -58,7 +59,7 @@ class TrainConfig(RunConfig):
     RANGES = RunConfig.RANGES | {"bpe_vocab_size": "[265, 4294967295]", "n_layer": "[1, inf)", "n_head": "[1, inf)",
                                  "n_embd": "[1, inf)", "block_size": "[1, inf)", "dropout": "[0, 1)",
                                  "eval_iters": "[1, inf)", "sample_tokens": "[0, inf)"}
-    CHOICES = RunConfig.CHOICES | {"tokenizer": ("char", "bpe")}
+    CHOICES = RunConfig.CHOICES | {"tokenizer": ("char", "bpe"), "gelu": ("none", "tanh")}
 
     def __post_init__(self):
         super().__post_init__()
@@ -79,7 +80,8 @@ def model_config(cfg, vocab_size):
 
 
 # Settings a resumed run cannot change: the weights and token files depend on them.
-FIXED_ON_RESUME = ("data", "tokenizer", "bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "bias", "rope")
+FIXED_ON_RESUME = ("data", "tokenizer", "bpe_vocab_size", "n_layer", "n_head", "n_embd", "block_size", "bias", "rope",
+                   "gelu")
 
 
 def resume_config(cfg, argv):
