@@ -120,10 +120,10 @@ def resume_config(cfg, argv):
     return resumed, ckpt
 
 
-def with_lora(cfg, model, gpt, resumed):
-    """With --lora_rank: gpt (model's language model) frozen, with adapters; on --resume, last.pt's adapters put
-    back, out of its merged weights (gpt.load_lora). Without: model unchanged."""
-    add_lora(gpt, cfg.lora_rank, cfg.lora_alpha)
+def with_lora(cfg, model, language_model, resumed):
+    """With --lora_rank: model's GPT frozen under trainable adapters (gpt.add_lora); on --resume, the adapters of
+    last.pt put back, its merged weights less their change (gpt.load_lora). Without: model unchanged."""
+    add_lora(language_model, cfg.lora_rank, cfg.lora_alpha)
     if cfg.lora_rank and resumed is not None:
         try:
             load_lora(model, resumed.get("lora", {}))

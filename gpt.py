@@ -448,7 +448,7 @@ class LoRALinear(nn.Module):
     def __init__(self, base, rank, alpha):
         super().__init__()
         self.base, self.scale = base.requires_grad_(False), alpha / rank
-        # A starts random with the spread of a Linear's init, B at zero: the update, B A, starts at zero.
+        # A starts random (std 1/sqrt(in): x A^T keeps the scale of x), B at zero: the update B A starts at zero.
         device = base.weight.device
         self.lora_A = nn.Parameter(torch.randn(rank, base.in_features, device=device) / math.sqrt(base.in_features))
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=device))

@@ -403,7 +403,7 @@ def test_an_interrupted_lora_run_resumes_to_the_same_losses(gpt2_folders, tmp_pa
                 if "train_loss" in m]
     straight, resumed = train_losses(tmp_path / "straight"), train_losses(tmp_path / "run")
     assert [step for step, _ in resumed] == [step for step, _ in straight] == list(range(1, 11))
-    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in straight], rel=1e-5)
+    assert [loss for _, loss in resumed] == pytest.approx([loss for _, loss in straight], rel=1e-5)  # rounding: load_lora
     with pytest.raises(finetune.ConfigError, match=r"cannot change lora_rank \(4 -> 2\)"):
         finetune_gpt2(folder, tmp_path / "run", tmp_path, "instruct", "--lora_rank=2", "--resume")
 
