@@ -843,7 +843,7 @@ GPT2_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 def load_gpt2(folder):
     """(GPT in eval mode, GPT2Tokenizer) from a Hugging Face GPT-2 folder: config.json, vocab.json, merges.txt, and
     model.safetensors or else pytorch_model.bin (read with weights_only=True). Nothing is downloaded: the README
-    gives the one command that fetches the folder. Also loads gpt2-medium, -large and -xl, and distilgpt2."""
+    gives the one command that fetches the folder. The larger GPT-2s (gpt2-medium, -large, -xl) come the same way."""
     require(os.path.isdir(folder), f"{folder}: no such folder; the README's GPT-2 section shows how to get one")
     weights = next((os.path.join(folder, w) for w in GPT2_WEIGHTS if os.path.isfile(os.path.join(folder, w))), None)
     missing = [name for name in GPT2_FILES if not os.path.isfile(os.path.join(folder, name))] + \

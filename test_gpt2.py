@@ -12,15 +12,20 @@ import sys
 import unicodedata
 
 import pytest
-import regex
 import torch
-from tokenizers import ByteLevelBPETokenizer
-from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, GPT2TokenizerFast
-from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode
 
 import chat_app
 import finetune
 import gpt
+
+# Without the test-only packages these tests are skipped, so that `pip install -r requirements.txt` still runs
+# the rest; CI installs them.
+for package in ("regex", "tokenizers", "transformers"):
+    pytest.importorskip(package, reason="a test-only dependency: pip install -r requirements-test.txt")
+import regex  # noqa: E402
+from tokenizers import ByteLevelBPETokenizer  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel, GPT2Tokenizer, GPT2TokenizerFast  # noqa: E402
+from transformers.models.gpt2.tokenization_gpt2 import bytes_to_unicode  # noqa: E402
 
 N = len(gpt.SPECIAL_TOKENS)  # our id = GPT-2's id + N
 
