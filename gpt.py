@@ -7,6 +7,7 @@ Reading order, which is also the order the ideas build on each other:
   4. heads         a classifier on the GPT's hidden states, and how to freeze the backbone
   5. sampling      temperature, top-k, top-p, a KV cache so each new token costs one step, streamed text
   6. checkpoints   one file with config, weights and tokenizer, written atomically, checked on load
+     int8          a smaller, faster model for CPU inference: int8 weights and products
   7. devices, CLI  `python gpt.py --ckpt out/kjv/ckpt.pt --prompt "In the beginning"`
 
 Depends on torch and the standard library only, so it can be copied into any project.
@@ -16,6 +17,7 @@ import math
 import os
 import re
 import sys
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 
@@ -556,6 +558,25 @@ def load_model(path, device="cpu"):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Int8 inference on the CPU
+
+
+def quantize_int8(model):
+    """The model, changed in place, with each nn.Linear swapped for torch's dynamically quantized one: weights
+    stored as int8 with one scale per output row (a quarter of the bytes), each input quantized to int8 as it
+    arrives, products summed in int32, outputs back in float32. Embeddings, norms, attention's own products and
+    sampling stay float32. Faster only where matrix products dominate: wide models (README, Serving)."""
+    require(all(p.device.type == "cpu" for p in model.parameters()), "int8 runs on the CPU only: use device cpu")
+    # torch.ao.quantization is deprecated in favour of the separate torchao package, yet works in the torch this
+    # project pins (2.13) and needs nothing more. We use it knowingly, so its warnings are silenced; imported
+    # here, so that a torch without it fails only when int8 is asked for.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+# ----------------------------------------------------------------------------------------------------
 # 7. Devices and the command line
 
 
@@ -580,12 +601,15 @@ def main(argv=None):
     for flag, kind, default in [("max_new_tokens", int, 200), ("temperature", float, 0.8), ("top_k", int, None),
                                 ("top_p", float, None), ("seed", int, None), ("device", str, "auto")]:
         parser.add_argument(f"--{flag}", type=kind, default=default)
+    parser.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: CPU inference in int8")
     args = parser.parse_args(argv)
     try:  # a mistake in the arguments or the checkpoint is one line and exit code 2
         check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
         device = pick_device(args.device)
         model, tokenizer, ckpt = load_model(args.ckpt, device)
         require(ckpt["kind"] != "classifier", f"{args.ckpt} is a classifier; it labels text rather than writing it")
+        if args.quantize == "int8":
+            model = quantize_int8(model)
         instruct = ckpt["kind"] == "instruct"
         prompt = instruction_ids(tokenizer, args.prompt) if instruct else tokenizer.encode(args.prompt)
         require(prompt, "--prompt is empty: the model needs at least one character to continue")
