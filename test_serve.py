@@ -17,6 +17,7 @@ import openai
 import pytest
 import torch
 from fastapi.testclient import TestClient
+from streamlit.testing.v1 import AppTest
 
 import gpt
 import serve
@@ -380,3 +381,16 @@ def test_gpt_cli_and_serve_load_int8(checkpoints, capsys):
     with TestClient(serve.make_app(served, queue_size=1)) as app:
         answer = app.post("/v1/chat/completions", json={"messages": CHAT, "max_tokens": 4}).json()
     assert answer["usage"]["completion_tokens"] >= 1
+
+
+def test_the_app_chats_in_int8_when_asked(checkpoints, tmp_path, monkeypatch):
+    (tmp_path / "out" / "instruct").mkdir(parents=True)
+    shutil.copy(checkpoints["instruct"], tmp_path / "out" / "instruct" / "ckpt.pt")
+    monkeypatch.setenv("GPT_OUT_DIR", str(tmp_path / "out"))
+    monkeypatch.setenv("GPT_FAQ", str(tmp_path / "no_faq.jsonl"))
+    at = AppTest.from_file(str(HERE / "chat_app.py"), default_timeout=30).run()
+    at.sidebar.checkbox(key="int8").check().run()
+    at.chat_input(key="chat_input").set_value("Spell cat.").run()
+    assert not at.exception, at.exception
+    assert any(caption.value.endswith("on cpu · int8") for caption in at.sidebar.caption)
+    assert len(at.chat_message) == 2  # the question and the model's answer
