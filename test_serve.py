@@ -394,3 +394,52 @@ def test_the_app_chats_in_int8_when_asked(checkpoints, tmp_path, monkeypatch):
     assert not at.exception, at.exception
     assert any(caption.value.endswith("on cpu · int8") for caption in at.sidebar.caption)
     assert len(at.chat_message) == 2  # the question and the model's answer
+
+
+# ----------------------------------------------------------------------------------------------------
+# The container image: built and run only where an engine and the base image are already here
+
+
+def container_engine():
+    """(engine, why not): docker or podman if one is installed, answers, and has the Dockerfile's base
+    image locally (the build must not depend on reaching an image registry)."""
+    base = next(line.split()[1] for line in (HERE / "Dockerfile").read_text().splitlines() if line.startswith("FROM"))
+    for engine in ("docker", "podman"):
+        if shutil.which(engine) and subprocess.run([engine, "image", "inspect", base], capture_output=True,
+                                                   timeout=60).returncode == 0:
+            return engine, None
+    return None, f"no container engine here with the base image {base} already pulled (docker or podman)"
+
+
+def wait_for(url, seconds=180):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=2, trust_env=False).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"{url} did not answer within {seconds} s")
+
+
+def test_the_image_serves_the_app_on_8501_and_the_api_on_8000(checkpoints):
+    engine, why_not = container_engine()
+    if engine is None:
+        pytest.skip(why_not)
+    subprocess.run([engine, "build", "-t", "gpt-py-test", str(HERE)], check=True, capture_output=True, timeout=1800)
+    app_port, api_port, containers = free_port(), free_port(), []
+    try:
+        for ports, command in ((f"{app_port}:8501", []), (f"{api_port}:8000", [
+                "python", "serve.py", "--host=0.0.0.0", "--ckpt=out/instruct/ckpt.pt"])):
+            started = subprocess.run([engine, "run", "-d", "--rm", "-p", f"127.0.0.1:{ports}", "-v",
+                                      f"{checkpoints['instruct'].parent}:/app/out/instruct:ro", "gpt-py-test", *command],
+                                     check=True, capture_output=True, text=True, timeout=120)
+            containers.append(started.stdout.strip())
+        wait_for(f"http://127.0.0.1:{app_port}/_stcore/health")  # streamlit's own health check
+        wait_for(f"http://127.0.0.1:{api_port}/health")
+        answer = post(f"http://127.0.0.1:{api_port}", "/v1/chat/completions", {"messages": CHAT, "max_tokens": 3})
+        assert answer.status_code == 200 and answer.json()["usage"]["completion_tokens"] >= 1
+    finally:
+        for container in containers:
+            subprocess.run([engine, "rm", "-f", container], capture_output=True, timeout=60)
