@@ -54,43 +54,57 @@ def free_port():
 
 
 @contextmanager
-def running_server(ckpt, tmp_path, *flags):
-    """serve.py as its own process on a free loopback port, up once /health answers; its base URL."""
-    port, log = free_port(), tmp_path / f"server-{ckpt.parent.name}.log"
-    with open(log, "w") as out:
-        process = subprocess.Popen([sys.executable, "serve.py", f"--ckpt={ckpt}", f"--port={port}", "--threads=1",
-                                    f"--max_tokens={LIMIT}", *flags], cwd=HERE, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def running_servers(flags_by_ckpt, tmp_path):
+    """serve.py processes, one per checkpoint, each on a free loopback port, started together (each spends
+    seconds importing torch and FastAPI) and up once /health answers; their base URLs, in order."""
+    processes, logs, urls = [], [], []
+    for ckpt, flags in flags_by_ckpt.items():
+        port, log = free_port(), tmp_path / f"server-{ckpt.parent.name}.log"
+        with open(log, "w") as out:
+            processes.append(subprocess.Popen([sys.executable, "serve.py", f"--ckpt={ckpt}", f"--port={port}",
+                                               "--threads=1", f"--max_tokens={LIMIT}", *flags], cwd=HERE, stdout=out,
+                                              stderr=subprocess.STDOUT))
+        logs.append(log)
+        urls.append(f"http://127.0.0.1:{port}")
     try:
-        deadline = time.monotonic() + 90  # importing torch and FastAPI takes seconds on a busy machine
-        while True:
-            assert process.poll() is None, f"serve.py exited with {process.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"serve.py did not answer /health within 90 s:\n{log.read_text()}"
-            try:
-                if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.2)
-        yield url
+        deadline = time.monotonic() + 120  # generous: the machine may be busy
+        for process, log, url in zip(processes, logs, urls):
+            while True:
+                assert process.poll() is None, f"serve.py exited with {process.returncode}:\n{log.read_text()}"
+                assert time.monotonic() < deadline, f"serve.py did not answer /health in time:\n{log.read_text()}"
+                try:
+                    if httpx.get(f"{url}/health", timeout=1, trust_env=False).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.2)
+        yield urls
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 @pytest.fixture(scope="module")
-def instruct_url(checkpoints, tmp_path_factory):
-    with running_server(checkpoints["instruct"], tmp_path_factory.mktemp("logs"), "--queue=2") as url:
-        yield url
+def servers(checkpoints, tmp_path_factory):
+    """The instruct checkpoint's server (queue bound 2) and the pretrained one's."""
+    flags = {checkpoints["instruct"]: ["--queue=2"], checkpoints["pretrained"]: []}
+    with running_servers(flags, tmp_path_factory.mktemp("logs")) as urls:
+        yield urls
 
 
 @pytest.fixture(scope="module")
-def pretrained_url(checkpoints, tmp_path_factory):
-    with running_server(checkpoints["pretrained"], tmp_path_factory.mktemp("logs")) as url:
-        yield url
+def instruct_url(servers):
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def pretrained_url(servers):
+    return servers[1]
 
 
 def client(url):
