@@ -138,14 +138,14 @@ class LoadedModel:
         return self.model.gpt if isinstance(self.model, gpt.GPTClassifier) else self.model
 
 
-def load_shared_model(path, out_dir, device, int8=False):
+def load_shared_model(path, out_dir, device, quantize="none"):
     """Load a listed checkpoint. The path is checked against out_dir again here, at the boundary,
     so that only a file under out/ is ever read, whatever the caller passes."""
     real = inside(out_dir, path)
     if real is None:
         raise gpt.CheckpointError(f"{path}: refused, the app only loads checkpoints under {out_dir}")
     model, tokenizer, ckpt = gpt.load_model(real, device)
-    if int8:
+    if gpt.use_int8(quantize, getattr(model, "gpt", model).config, device):
         model = gpt.quantize_int8(model)
     del ckpt["model"]  # the weights now live in the model; keep only the metadata
     return LoadedModel(model, tokenizer, ckpt, device, threading.Lock())
@@ -308,8 +308,8 @@ def cached_description(path, out_dir, mtime_ns):  # mtime_ns is only part of the
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the checkpoint...")
-def cached_model(path, out_dir, mtime_ns, device, int8=False):
-    return load_shared_model(Path(path), out_dir, torch.device(device), int8)
+def cached_model(path, out_dir, mtime_ns, device, quantize="none"):
+    return load_shared_model(Path(path), out_dir, torch.device(device), quantize)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -557,18 +557,18 @@ def main():
         no_checkpoint_page(OUT_DIR)
         return
     info, device_name, sampling, max_new_tokens = sidebar(infos)
-    int8 = st.sidebar.checkbox("int8 (CPU)", key="int8", help="Matrix products in int8: faster for wide models, "
-                               "a little less accurate (README, Serving)")
+    quantize = st.sidebar.selectbox("Int8 (CPU)", ("auto", "none", "int8"), key="quantize", help="Matrix products "
+                                    "in int8. auto: where it is faster, on the CPU for models 384 or more wide")
     try:
         device = gpt.pick_device(device_name)
-        loaded = cached_model(str(info.path), str(OUT_DIR), info.path.stat().st_mtime_ns, str(device), int8)
+        loaded = cached_model(str(info.path), str(OUT_DIR), info.path.stat().st_mtime_ns, str(device), quantize)
     except (ValueError, FileNotFoundError) as e:  # gpt.CheckpointError is a ValueError
         st.error(f"Cannot load {info.name}: {e}")
         return
     config = loaded.language_model.config
     st.sidebar.caption(f"{loaded.language_model.num_params() / 1e6:.2f}M parameters · {config.n_layer} layers · "
                        f"{config.n_head} heads · {config.n_embd} wide · context {config.block_size} · on {device}"
-                       + " · int8" * int8)
+                       + " · int8" * gpt.use_int8(quantize, config, device))
     chat, generate, classify, look_inside, training = st.tabs(["Chat", "Generate", "Classify", "Inspect", "Training"])
     with chat:
         chat_tab(loaded, info, sampling, max_new_tokens, FAQ_PATH)

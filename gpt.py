@@ -560,6 +560,16 @@ def load_model(path, device="cpu"):
 # ----------------------------------------------------------------------------------------------------
 # Int8 inference on the CPU
 
+INT8_MIN_WIDTH = 384  # int8 generated 1.6x faster than float32 at 6 x 384, 0.8x at the default 4 x 128 (README)
+
+
+def use_int8(quantize, config, device):
+    """Whether to run a model in int8, for quantize "none", "int8" or "auto". auto: on the CPU from INT8_MIN_WIDTH
+    wide, where int8 measured faster with the validation loss unchanged to 0.001 nats; narrower models spend their
+    time outside the matrix products, and quantizing each input then costs more than the int8 products save."""
+    require(quantize in ("auto", "none", "int8"), f"quantize={quantize!r}: expected auto, none or int8")
+    return quantize == "int8" or quantize == "auto" and device.type == "cpu" and config.n_embd >= INT8_MIN_WIDTH
+
 
 def quantize_int8(model):
     """The model, changed in place, with each nn.Linear swapped for torch's dynamically quantized one: weights
@@ -601,14 +611,15 @@ def main(argv=None):
     for flag, kind, default in [("max_new_tokens", int, 200), ("temperature", float, 0.8), ("top_k", int, None),
                                 ("top_p", float, None), ("seed", int, None), ("device", str, "auto")]:
         parser.add_argument(f"--{flag}", type=kind, default=default)
-    parser.add_argument("--quantize", choices=("none", "int8"), default="none", help="int8: CPU inference in int8")
+    parser.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
+                        help="int8: CPU inference in int8; auto: int8 where it is faster (on the CPU, wide models)")
     args = parser.parse_args(argv)
     try:  # a mistake in the arguments or the checkpoint is one line and exit code 2
         check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
         device = pick_device(args.device)
         model, tokenizer, ckpt = load_model(args.ckpt, device)
         require(ckpt["kind"] != "classifier", f"{args.ckpt} is a classifier; it labels text rather than writing it")
-        if args.quantize == "int8":
+        if use_int8(args.quantize, model.config, device):
             model = quantize_int8(model)
         instruct = ckpt["kind"] == "instruct"
         prompt = instruction_ids(tokenizer, args.prompt) if instruct else tokenizer.encode(args.prompt)

@@ -49,7 +49,7 @@ class ServeConfig:
     host: str = "127.0.0.1"  # this machine only; 0.0.0.0 listens on every network interface (in a container)
     port: int = 8000
     device: str = "cpu"  # cpu, cuda[:N], mps or auto
-    quantize: str = "none"  # none, or int8 (CPU only: faster for wide models; README, Serving)
+    quantize: str = "auto"  # none, int8 (CPU only), or auto: int8 where it is faster (gpt.use_int8)
     max_tokens: int = 256  # the most new tokens a request may ask for, and what it gets if it does not say
     queue: int = 8  # requests that may wait while one generates; more are refused with 503
     threads: int = 0  # torch's threads for generation; 0 keeps torch's default. 1 suits small models on a busy CPU
@@ -60,8 +60,8 @@ class ServeConfig:
         check_range("max_tokens", self.max_tokens, "[1, inf)")
         check_range("queue", self.queue, "[1, inf)")
         check_range("threads", self.threads, "[0, inf)")
-        if self.quantize not in ("none", "int8"):
-            raise ConfigError(f"--quantize={self.quantize!r}: expected none or int8")
+        if self.quantize not in ("auto", "none", "int8"):
+            raise ConfigError(f"--quantize={self.quantize!r}: expected auto, none or int8")
 
 
 @dataclass
@@ -82,7 +82,7 @@ def load(cfg):
     try:
         device = gpt.pick_device(cfg.device)
         model, tokenizer, ckpt = gpt.load_model(cfg.ckpt, device)
-        if cfg.quantize == "int8":
+        if gpt.use_int8(cfg.quantize, model.config, device):
             model = gpt.quantize_int8(model)
     except gpt.CheckpointError:
         raise

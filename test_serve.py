@@ -252,7 +252,7 @@ def test_a_classifier_checkpoint_refuses_to_write(checkpoints):
 
 def test_bad_server_settings_end_in_one_line_and_exit_2(checkpoints, tmp_path, capsys):
     for flags, message in ((["--queue=0"], "--queue must be at least 1"),
-                           (["--quantize=int4"], "expected none or int8"),
+                           (["--quantize=int4"], "expected auto, none or int8"),
                            ([f"--ckpt={tmp_path / 'none.pt'}"], "no such checkpoint file"),
                            (["--device=tpu"], "unknown device 'tpu'")):
         with pytest.raises(SystemExit) as exit:
@@ -381,6 +381,16 @@ def test_int8_replaces_every_linear_layer_and_stays_close_to_float32(tiny_gpt):
     assert (after.argmax(-1) == before.argmax(-1)).float().mean() >= 0.9  # the same likeliest next tokens
 
 
+@pytest.mark.parametrize("quantize, n_embd, device, expected", [
+    ("auto", 384, "cpu", True), ("auto", 768, "cpu", True),  # wide: int8 measured faster
+    ("auto", 128, "cpu", False), ("auto", 384, "cuda", False),  # narrow, or not on the CPU: float32
+    ("none", 768, "cpu", False), ("int8", 128, "cpu", True),  # what was asked for
+])
+def test_auto_takes_int8_on_the_cpu_for_wide_models_only(quantize, n_embd, device, expected):
+    config = gpt.GPTConfig(n_embd=n_embd, n_head=4)
+    assert gpt.use_int8(quantize, config, torch.device(device)) is expected
+
+
 def test_int8_refuses_a_model_that_is_not_on_the_cpu(tiny_gpt):
     with pytest.raises(ValueError, match="int8 runs on the CPU only"):
         gpt.quantize_int8(tiny_gpt().to("meta"))
@@ -403,7 +413,7 @@ def test_the_app_chats_in_int8_when_asked(checkpoints, tmp_path, monkeypatch):
     monkeypatch.setenv("GPT_OUT_DIR", str(tmp_path / "out"))
     monkeypatch.setenv("GPT_FAQ", str(tmp_path / "no_faq.jsonl"))
     at = AppTest.from_file(str(HERE / "chat_app.py"), default_timeout=30).run()
-    at.sidebar.checkbox(key="int8").check().run()
+    at.sidebar.selectbox(key="quantize").set_value("int8").run()
     at.chat_input(key="chat_input").set_value("Spell cat.").run()
     assert not at.exception, at.exception
     assert any(caption.value.endswith("on cpu · int8") for caption in at.sidebar.caption)
@@ -415,13 +425,16 @@ def test_the_app_chats_in_int8_when_asked(checkpoints, tmp_path, monkeypatch):
 
 
 def container_engine():
-    """(engine, why not): docker or podman if one is installed, answers, and has the Dockerfile's base
-    image locally (the build must not depend on reaching an image registry)."""
+    """(engine, why not): docker or podman if one is installed, has the Dockerfile's base image locally (the
+    build must not depend on reaching an image registry), and can run a container from it."""
     base = next(line.split()[1] for line in (HERE / "Dockerfile").read_text().splitlines() if line.startswith("FROM"))
     for engine in ("docker", "podman"):
         if shutil.which(engine) and subprocess.run([engine, "image", "inspect", base], capture_output=True,
                                                    timeout=60).returncode == 0:
-            return engine, None
+            tried = subprocess.run([engine, "run", "--rm", base, "true"], capture_output=True, text=True, timeout=120)
+            if tried.returncode == 0:
+                return engine, None
+            return None, f"{engine} has {base} but cannot run a container here: {tried.stderr.strip()[-200:]}"
     return None, f"no container engine here with the base image {base} already pulled (docker or podman)"
 
 
