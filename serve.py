@@ -82,7 +82,7 @@ def load(cfg):
     try:
         device = gpt.pick_device(cfg.device)
         model, tokenizer, ckpt = gpt.load_model(cfg.ckpt, device)
-        if gpt.use_int8(cfg.quantize, model.config, device):
+        if gpt.use_int8(cfg.quantize, getattr(model, "gpt", model).config, device):  # a classifier's is its gpt's
             model = gpt.quantize_int8(model)
     except gpt.CheckpointError:
         raise
