@@ -540,6 +540,9 @@ def training_tab(info):
     if not rows:
         st.info(f"{metrics} holds no loss values yet.")
         return
+    bits = [r["val_bits_per_char"] for r in records if isinstance(r.get("val_bits_per_char"), (int, float))]
+    if bits:  # per character, so that runs with different tokenizers compare
+        st.metric("Whole validation split, bits per character", f"{bits[-1]:.3f}")
     columns = {key: [r[key] for r in rows] for key in ("step", "curve", "loss")}
     st.line_chart(columns, x="step", y="loss", color="curve")
     val = [r["loss"] for r in rows if r["curve"] == "val_loss"]

@@ -54,7 +54,8 @@ class FinetuneConfig(RunConfig):
     init: str = DEFAULT_INIT  # a train.py checkpoint, or scratch for random weights
     data: str = ""  # empty: the built-in set; classify: .csv, .tsv or .jsonl; instruct: .json or .jsonl
     max_epochs: int = 10  # the most passes over the training examples: a small file is not learned by heart
-    # classify only: which parameters train (gpt.freeze)
+    # classify only: how the head reads the text (gpt.GPTClassifier), which parameters train (gpt.freeze)
+    pool: str = "last"  # last: the last token's hidden state; mean: the mean over all tokens
     freeze: str = "none"  # none, head or last_n
     unfreeze_layers: int = 1  # with --freeze=last_n: how many of the last blocks train
     n_examples: int = 13  # example answers shown in the instruct report
@@ -69,7 +70,8 @@ class FinetuneConfig(RunConfig):
     compile: bool = False  # lengths change every batch, so compiling rarely pays off here
 
     RANGES = RunConfig.RANGES | {"max_epochs": "[1, inf)", "unfreeze_layers": "[0, inf)", "n_examples": "[0, inf)"}
-    CHOICES = RunConfig.CHOICES | {"task": ("classify", "instruct"), "freeze": ("none", "head", "last_n")}
+    CHOICES = RunConfig.CHOICES | {"task": ("classify", "instruct"), "pool": ("last", "mean"),
+                                   "freeze": ("none", "head", "last_n")}
 
     def __post_init__(self):
         super().__post_init__()
@@ -95,7 +97,7 @@ def finetune_config(argv=None, base=None, base_source="base settings"):
 
 
 # Settings a resumed run cannot change: the weights and the data depend on them.
-FIXED_ON_RESUME = ("task", "init", "data", "freeze", "unfreeze_layers", "seed")
+FIXED_ON_RESUME = ("task", "init", "data", "pool", "freeze", "unfreeze_layers", "seed")
 
 
 def resume_config(cfg, argv):
@@ -145,7 +147,7 @@ class ClassifyData:
     val: list
     test: list
     source: str
-    truncated: int = 0  # texts cut to block_size tokens
+    truncated: int = 0  # texts cut to CLASSIFY_WINDOWS contexts
     train_label_counts: dict = field(default_factory=dict)
 
 
@@ -157,6 +159,11 @@ def classify_examples(cfg):
     return verses, "kjv verses by testament"
 
 
+# The classifier reads a text longer than its context in windows of block_size tokens; beyond this
+# many windows a text is cut (and counted), which bounds the memory a very long text can take.
+CLASSIFY_WINDOWS = 8
+
+
 def classify_data(cfg, examples, source, tokenizer, block_size):
     # The default KJV set has three Old Testament verses for every New one: balance it, so that
     # accuracy is not flattered by always answering "Old".
@@ -164,8 +171,9 @@ def classify_data(cfg, examples, source, tokenizer, block_size):
     labels = sorted({ex.label for ex in examples})
     label_id = {label: i for i, label in enumerate(labels)}
     encoded = [[(tokenizer.encode(ex.text), label_id[ex.label]) for ex in split] for split in splits]
-    truncated = sum(len(ids) > block_size for split in encoded for ids, _ in split)
-    train, val, test = ([(ids[:block_size], label) for ids, label in split] for split in encoded)
+    most = CLASSIFY_WINDOWS * block_size
+    truncated = sum(len(ids) > most for split in encoded for ids, _ in split)
+    train, val, test = ([(ids[:most], label) for ids, label in split] for split in encoded)
     return ClassifyData(labels, train, val, test, source, truncated, dict(Counter(ex.label for ex in splits[0])))
 
 
@@ -183,9 +191,12 @@ def collate_classify(pairs, device):
 
 
 def encode_instruct(tokenizer, example):
-    """(token ids of the whole example, length of its prompt)."""
+    """(token ids of the whole example, length of its prompt). An example marked "char_level" has its
+    answer encoded one character per token (data/instruct.CHAR_LEVEL_FAMILIES says why)."""
     prompt = instruction_ids(tokenizer, example["instruction"], example["input"])
-    return prompt + tokenizer.encode(example["output"]) + [EOS_ID], len(prompt)
+    output = example["output"]
+    answer = [i for c in output for i in tokenizer.encode(c)] if example.get("char_level") else tokenizer.encode(output)
+    return prompt + answer + [EOS_ID], len(prompt)
 
 
 def collate_instruct(encoded, device):
@@ -414,24 +425,28 @@ def classify_task(cfg, run, resumed):
     examples, source = classify_examples(cfg)
     gpt, tokenizer = initial_model(cfg, [ex.text for ex in examples])
     data = classify_data(cfg, examples, source, tokenizer, gpt.config.block_size)
-    log(f"{source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test texts, labels {data.labels}"
-        + (f"; {data.truncated} texts longer than {gpt.config.block_size} tokens were cut to their start"
-           if data.truncated else ""))
+    longest = max(len(ids) for split in (data.train, data.val, data.test) for ids, _ in split)
+    log(f"{source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test texts, labels {data.labels}; "
+        f"the longest is {longest} tokens, read in {math.ceil(longest / gpt.config.block_size)} window(s) of "
+        f"{gpt.config.block_size}" + (f"; {data.truncated} texts longer than {CLASSIFY_WINDOWS} windows were cut to "
+                                      "their start" if data.truncated else ""))
     if resumed is not None and resumed["labels"] != data.labels:
         raise ConfigError(f"the labels changed since {cfg.out_dir} was started: {resumed['labels']} -> {data.labels}")
-    classifier = model_from_checkpoint(resumed) if resumed is not None else GPTClassifier(gpt, len(data.labels))
+    classifier = model_from_checkpoint(resumed) if resumed is not None else GPTClassifier(gpt, len(data.labels), cfg.pool)
     freeze(classifier, cfg.freeze, cfg.unfreeze_layers)
     cfg = fit_to_data(cfg, len(data.train), run.world_size)
     test_batches = eval_batches(data.test, collate_classify, 64, run.device)
     task = Task(kind="classifier", model=classifier, tokenizer=tokenizer, command=f"python finetune.py --task={cfg.task}",
                 batches=example_batches(data.train, collate_classify, cfg, run.device),
                 val_batches=eval_batches(data.val or data.train, collate_classify, cfg.batch_size, run.device),
-                extras={"labels": data.labels, "finetune_config": asdict(cfg)}, after_loop_batches=len(test_batches))
+                extras={"labels": data.labels, "pool": cfg.pool, "finetune_config": asdict(cfg)},
+                after_loop_batches=len(test_batches))
 
     def score(model, precision):
         report = classification_report(data.labels, [label for _, label in data.test],
                                        predict_labels(model, data.test, run.device), data.train_label_counts)
-        return {**report, "truncated_texts": data.truncated, "data": source, "init": cfg.init, "freeze": cfg.freeze}
+        return {**report, "truncated_texts": data.truncated, "data": source, "init": cfg.init, "pool": cfg.pool,
+                "freeze": cfg.freeze}
 
     return cfg, task, score
 

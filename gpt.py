@@ -394,18 +394,25 @@ class GPT(nn.Module):
 
 
 class GPTClassifier(nn.Module):
-    """A linear head on the hidden state of each sequence's last real token. With a causal model
-    that token is the only one that has seen the whole text. Inputs are right-padded with PAD_ID."""
+    """A linear head on a pooled hidden state. pool="last": the last real token's, the only one that has
+    seen the whole text in a causal model; pool="mean": the mean over all real tokens. A text longer than
+    the context is read in windows of block_size tokens, pooled together. Inputs are right-padded with PAD_ID."""
 
-    def __init__(self, gpt, n_classes):
+    def __init__(self, gpt, n_classes, pool="last"):
         super().__init__()
-        self.gpt = gpt
+        require(pool in ("last", "mean"), f"unknown pooling {pool!r}: use last or mean")
+        self.gpt, self.pool = gpt, pool
         self.head = nn.Linear(gpt.config.n_embd, n_classes)
 
     def forward(self, idx, targets=None):
-        h = self.gpt.hidden_states(idx)  # (B, T, C)
-        last = ((idx != PAD_ID).sum(dim=1) - 1).clamp(min=0)  # (B,) index of the last real token
-        logits = self.head(h[torch.arange(idx.size(0), device=idx.device), last])  # (B, n_classes)
+        block = self.gpt.config.block_size
+        h = torch.cat([self.gpt.hidden_states(idx[:, i:i + block]) for i in range(0, idx.size(1), block)], 1)  # (B, T, C)
+        real = idx != PAD_ID  # (B, T)
+        if self.pool == "mean":
+            pooled = (h * real.unsqueeze(-1)).sum(1) / real.sum(1, keepdim=True).clamp(min=1)  # (B, C)
+        else:
+            pooled = h[torch.arange(idx.size(0), device=idx.device), (real.sum(1) - 1).clamp(min=0)]  # (B, C)
+        logits = self.head(pooled)  # (B, n_classes)
         return logits, F.cross_entropy(logits.float(), targets) if targets is not None else None
 
 
@@ -544,7 +551,7 @@ def model_from_checkpoint(ckpt, source="checkpoint"):
     try:
         model = GPT(GPTConfig(**ckpt["config"]))
         if ckpt["kind"] == "classifier":
-            model = GPTClassifier(model, len(ckpt["labels"]))
+            model = GPTClassifier(model, len(ckpt["labels"]), ckpt.get("pool", "last"))
         model.load_state_dict(ckpt["model"])
     except (TypeError, ValueError, RuntimeError, KeyError) as e:
         raise CheckpointError(f"{source}: config does not match its weights: {str(e)[:300]}") from None

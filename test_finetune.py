@@ -102,13 +102,13 @@ def test_training_batches_cover_every_example_group_lengths_and_resume_exactly()
 # Classification data formats and their errors
 
 
-def test_long_texts_are_truncated_and_counted(tmp_path, tokenizer):
+def test_texts_are_kept_whole_up_to_the_window_limit_then_cut_and_counted(tmp_path, tokenizer):
     path = write(tmp_path, "d.tsv", "".join(f"{lab}\t{text}\n" for lab, text in
                                             [("a", "x" * 100), ("a", "short"), ("a", "y" * 60), ("b", "ok"), ("b", "fine"), ("b", "z" * 49)]))
     cfg = finetune.finetune_config(["--task=classify", f"--data={path}"])
-    data = finetune.classify_data(cfg, load_labelled(path), path, tokenizer, block_size=48)
-    assert data.truncated == 3
-    assert max(len(ids) for ids, _ in data.train + data.val + data.test) == 48
+    data = finetune.classify_data(cfg, load_labelled(path), path, tokenizer, block_size=10)  # 8 windows: 80 tokens
+    assert finetune.CLASSIFY_WINDOWS == 8 and data.truncated == 1
+    assert sorted(len(ids) for ids, _ in data.train + data.val + data.test)[-3:] == [49, 60, 80]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -166,10 +166,10 @@ def test_tiny_classify_run_learns_and_writes_a_classifier_checkpoint_and_report(
 
 
 def test_a_time_budget_ends_an_instruct_run_early_with_the_schedule_completed_and_a_report(tmp_path, pretrained):
-    records = [{"instruction": f"Echo {w}.", "input": "", "output": w} for w in ["cat", "dog", "sun", "sea", "sky"]]
+    records = [{"instruction": f"Echo {w}.", "input": "", "output": w} for w in ["cat", "dog", "sun", "sea", "sky"] * 20]
     data = write(tmp_path, "set.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     report = run(pretrained, tmp_path, "--task=instruct", f"--data={data}", "--max_iters=1000000", "--max_minutes=0.15",
-                 "--eval_interval=1000000", "--log_interval=1", "--lr=3e-3", "--min_lr=3e-5")
+                 "--max_epochs=1000000", "--eval_interval=1000000", "--log_interval=1", "--lr=3e-3", "--min_lr=3e-5")
     assert report["status"] == "done" and 10 <= report["steps"] < 1_000_000 and "exact_match" in report
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
            if "lr" in line]

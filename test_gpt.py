@@ -442,6 +442,22 @@ def test_frozen_parameters_receive_no_gradient(tiny_gpt, strategy, n, trainable)
             assert not p.requires_grad and p.grad is None, name
 
 
+@pytest.mark.parametrize("pool", ["last", "mean"])
+def test_classifier_reads_a_text_longer_than_the_context_in_windows(tiny_gpt, pool):
+    model = GPTClassifier(tiny_gpt(weight_std=0.3), 3, pool=pool).eval()  # block_size 16
+    idx = random_ids(40, 32, seed=3)  # windows of 16, 16 and 8 tokens
+    windows = [model.gpt.hidden_states(idx[:, i:i + 16]) for i in (0, 16, 32)]
+    expected = torch.cat(windows, 1).mean(1) if pool == "mean" else windows[-1][:, -1]
+    assert torch.allclose(model(idx)[0], model.head(expected), atol=1e-6)
+
+
+def test_mean_pooling_ignores_padding(tiny_gpt):
+    model = GPTClassifier(tiny_gpt(weight_std=0.3), 3, pool="mean").eval()
+    idx = random_ids(10, 32, seed=4)
+    padded = torch.cat([idx, torch.full((1, 5), PAD_ID)], 1)
+    assert torch.allclose(model(idx)[0], model(padded)[0], atol=1e-6)
+
+
 def test_freeze_rejects_unknown_strategies(tiny_gpt):
     with pytest.raises(ValueError, match="unknown freeze strategy 'all'"):
         gpt.freeze(classifier(tiny_gpt), "all")
@@ -631,13 +647,14 @@ def test_pretrained_checkpoint_round_trip_gives_identical_logits(tiny_gpt, tmp_p
     assert GPTConfig(**ckpt["config"]) == model.config
 
 
-def test_classifier_checkpoint_round_trip_gives_identical_logits(tiny_gpt, tmp_path, unicode_bpe):
-    model = GPTClassifier(tiny_gpt(vocab_size=unicode_bpe.vocab_size, weight_std=0.3), 2).eval()
+@pytest.mark.parametrize("pool", ["last", "mean"])
+def test_classifier_checkpoint_round_trip_gives_identical_logits(tiny_gpt, tmp_path, unicode_bpe, pool):
+    model = GPTClassifier(tiny_gpt(vocab_size=unicode_bpe.vocab_size, weight_std=0.3), 2, pool).eval()
     path = tmp_path / "clf.pt"
-    gpt.save_checkpoint(path, model, unicode_bpe, kind="classifier", labels=["ham", "spam"])
+    gpt.save_checkpoint(path, model, unicode_bpe, kind="classifier", labels=["ham", "spam"], pool=pool)
     loaded, loaded_tok, ckpt = gpt.load_model(path)
-    idx = torch.tensor([unicode_bpe.encode("héllo 世界")[:16]])
-    assert isinstance(loaded, GPTClassifier)
+    idx = torch.tensor([unicode_bpe.encode("héllo 世界 and more")[:20]])  # longer than the context: two windows
+    assert isinstance(loaded, GPTClassifier) and loaded.pool == pool
     assert torch.equal(logits_of(loaded, idx), logits_of(model, idx))
     assert loaded_tok.to_dict() == unicode_bpe.to_dict()
     assert ckpt["labels"] == ["ham", "spam"]
