@@ -21,7 +21,7 @@ from streamlit.testing.v1 import AppTest
 
 import gpt
 import serve
-from trainer import ConfigError, cli
+from trainer import cli
 
 HERE = Path(__file__).resolve().parent
 LIMIT = 20_000  # the test servers' --max_tokens: a stream that long outlasts any test that cuts it short
