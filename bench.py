@@ -13,7 +13,9 @@ A case is one measurement, named kind-model-dtype[-option]:
   train-small-fp32-compile  the same after torch.compile; compilation time is reported on its own
   train-default-auto        train.py's --dtype=auto: its own measurement and choice, then its steps
   gen-medium-fp32-cache     greedy generation with the KV cache; -nocache recomputes the whole context
-Models are the MODELS below; dtypes fp32, bf16, fp16 and auto.
+  gen-medium-int8-cache     the same with gpt.quantize_int8 (CPU inference in int8)
+Models are the MODELS below; dtypes fp32, bf16, fp16, auto (train only) and int8 (gen only).
+--int8_loss=CKPT,... adds, for each train.py checkpoint, its whole-validation loss in float32 and in int8.
 
 Each case runs in a fresh Python process (--isolate), so its peak memory is its own. The cases take
 turns, round after round, so a burst of load from other programs hits them all alike: a figure is
@@ -34,10 +36,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt import GPT, GPTConfig, pick_device
-from train import TrainConfig, train_batches
+from data.prepare import prepare
+from gpt import GPT, GPTConfig, load_model, pick_device, quantize_int8
+from train import TrainConfig, train_batches, whole_split_batches
 from trainer import (ConfigError, Training, autocast, build_optimizers, check_range, choose_precision, cli,
-                     parse_config, train_step)
+                     evaluate, parse_config, train_step)
 
 
 @dataclass
@@ -53,6 +56,7 @@ class BenchConfig:
     threads: int = 0  # torch's intra-op threads; 0 keeps torch's default (one per core)
     isolate: bool = True  # one fresh process per case, so its peak memory is its own
     out: str = "out/bench.json"
+    int8_loss: str = ""  # comma-separated train.py checkpoints: whole-validation loss in float32 and in int8
     case: str = ""  # run only this case, in this process, and print its result as JSON (how --isolate works)
 
     def __post_init__(self):
@@ -69,7 +73,7 @@ MODELS = {
     "default": tuple(getattr(TrainConfig, k) for k in ("n_layer", "n_head", "n_embd", "block_size", "batch_size",
                                                         "rope")),
 }
-DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto"}  # names train.py uses
+DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "auto": "auto", "int8": "int8"}  # train.py's names
 
 DEFAULT_CASES = ("peak-fp32", "peak-bf16",
                  "train-small-fp32", "train-small-bf16", "train-small-fp32-compile",
@@ -77,7 +81,7 @@ DEFAULT_CASES = ("peak-fp32", "peak-bf16",
                  "train-default-fp32", "train-default-bf16", "train-default-auto",
                  "gen-medium-fp32-cache", "gen-medium-fp32-nocache")
 QUICK_CASES = ("peak-fp32", "peak-bf16", "train-tiny-fp32", "train-tiny-bf16", "train-tiny-auto",
-               "gen-tiny-fp32-cache", "gen-tiny-fp32-nocache")
+               "gen-tiny-fp32-cache", "gen-tiny-fp32-nocache", "gen-tiny-int8-cache")
 
 # The figures the project aims for (issue 6), checked when their cases ran.
 BF16_SPEEDUP_TARGET, BF16_MFU_TARGET, KV_CACHE_SPEEDUP_TARGET = 2.2, 0.55, 5.0
@@ -87,12 +91,13 @@ AUTO_TOLERANCE = 0.95  # "auto never slower than the better dtype", within the n
 def parse_case(name):
     """'train-medium-bf16-compile' -> dict(kind, model, dtype, option). ConfigError if malformed."""
     parts = name.split("-")
-    forms = "peak-DTYPE, train-MODEL-DTYPE[-compile] or gen-MODEL-DTYPE-cache|nocache (auto: train only)"
+    forms = "peak-DTYPE, train-MODEL-DTYPE[-compile] or gen-MODEL-DTYPE-cache|nocache (auto: train only; int8: gen only)"
     kind = parts[0]
-    if kind == "peak" and len(parts) == 2 and parts[1] in DTYPES and parts[1] != "auto":
+    if kind == "peak" and len(parts) == 2 and parts[1] in DTYPES and parts[1] not in ("auto", "int8"):
         return {"kind": kind, "model": None, "dtype": parts[1], "option": None}
     options = {"train": (None, "compile"), "gen": ("cache", "nocache")}.get(kind)
-    if options and len(parts) in (3, 4) and parts[1] in MODELS and parts[2] in DTYPES and (kind, parts[2]) != ("gen", "auto"):
+    if options and len(parts) in (3, 4) and parts[1] in MODELS and parts[2] in DTYPES and \
+            (kind, parts[2]) not in (("gen", "auto"), ("train", "int8")):
         option = parts[3] if len(parts) == 4 else None
         if option in options:
             return {"kind": kind, "model": parts[1], "dtype": parts[2], "option": option}
@@ -214,7 +219,9 @@ def measure_generation(case, cfg, device):
     """Tokens per second of greedy generation of cfg.gen_tokens tokens after a one-token prompt."""
     model, _ = bench_model(case["model"], device)
     model.eval()
-    dtype = None if case["dtype"] == "fp32" else getattr(torch, DTYPES[case["dtype"]])
+    if case["dtype"] == "int8":
+        quantize_int8(model)
+    dtype = None if case["dtype"] in ("fp32", "int8") else getattr(torch, DTYPES[case["dtype"]])
     prompt = torch.zeros((1, 1), dtype=torch.long, device=device)
     use_cache = case["option"] == "cache"
     with autocast(device.type, dtype):
@@ -225,6 +232,30 @@ def measure_generation(case, cfg, device):
         seconds = time.perf_counter() - start
     return {"tokens": cfg.gen_tokens, "block_size": model.config.block_size, "tokens_per_s": cfg.gen_tokens / seconds,
             "ms_per_token": 1000 * seconds / cfg.gen_tokens}
+
+
+def int8_loss_change(path, threads=0):
+    """The whole validation split's mean loss under a train.py checkpoint, in float32 and then in int8, on the
+    CPU, with the seconds each took: what int8 costs in quality, on the text the model was trained for."""
+    if threads:
+        torch.set_num_threads(threads)
+    model, _, ckpt = load_model(path, "cpu")
+    if "train_config" not in ckpt:
+        raise ConfigError(f"--int8_loss: {path} was not written by train.py, so its validation data is unknown")
+    cfg = parse_config(TrainConfig, [], base=ckpt["train_config"], base_source=f"{path}'s train_config")
+    data = prepare(cfg.data, cfg.tokenizer, cfg.bpe_vocab_size, cfg.block_size, cache_root=cfg.data_dir)
+    float32, cpu = choose_precision(torch.device("cpu"), "float32", False, model), torch.device("cpu")
+    result = {"checkpoint": str(path), "n_layer": model.config.n_layer, "n_embd": model.config.n_embd,
+              "val_tokens": len(data.val)}
+    for name in ("fp32", "int8"):
+        if name == "int8":
+            quantize_int8(model)
+        start = time.perf_counter()
+        result[f"val_loss_{name}"] = evaluate(model, whole_split_batches(data.val, cfg.block_size, cfg.batch_size, cpu),
+                                             float32, cpu)
+        result[f"seconds_{name}"] = time.perf_counter() - start
+    result["change"] = result["val_loss_int8"] - result["val_loss_fp32"]
+    return result
 
 
 def peak_rss_mb():
@@ -315,6 +346,9 @@ def speedups(results):
             value = speedup(results, f"gen-{model}-{dtype}-cache", f"gen-{model}-{dtype}-nocache", key="ms_per_token")
             if value is not None:
                 out[f"gen-{model}-{dtype} cache over recompute"] = value
+        value = speedup(results, f"gen-{model}-int8-cache", f"gen-{model}-fp32-cache", key="ms_per_token")
+        if value is not None:
+            out[f"gen-{model} int8 over fp32"] = value
     return out
 
 
@@ -369,6 +403,8 @@ def run_bench(cfg):
         raise ConfigError(str(e)) from None
     report = {"command": " ".join(["python bench.py", *sys.argv[1:]]) if Path(sys.argv[0]).name == "bench.py" else None,
               "config": asdict(cfg), "machine": machine_info(cfg, device), "load_average_before": load_average()}
+    # First, so that a wrong checkpoint fails before the timings rather than after
+    report["int8_loss"] = [int8_loss_change(path.strip(), cfg.threads) for path in cfg.int8_loss.split(",") if path.strip()]
     results = {name: [] for name in names}
     # A fresh compilation cache: the first round's compile_s is what a first run of train.py pays.
     with tempfile.TemporaryDirectory(prefix="bench-inductor-") as cache:
@@ -418,6 +454,9 @@ def table(report):
         if "decision" in s:
             lines.append(f"{'':<28}auto chose {s['decision']}")
     lines += [f"{what}: x{value:.2f}" for what, value in report["speedups"].items()]
+    lines += [f"int8 whole-validation loss, {r['n_layer']} layers x {r['n_embd']} ({r['checkpoint']}): {r['val_loss_fp32']:.4f}"
+              f" -> {r['val_loss_int8']:.4f} ({r['change']:+.4f} nats), evaluation {r['seconds_fp32']:.0f} s -> "
+              f"{r['seconds_int8']:.0f} s" for r in report["int8_loss"]]
     lines += [f"{'met   ' if t['met'] else 'MISSED'} {t['target']}: {t['measured']:.2f} (aim {t['aim']})"
               for t in report["targets"]]
     return "\n".join(lines)

@@ -138,13 +138,15 @@ class LoadedModel:
         return self.model.gpt if isinstance(self.model, gpt.GPTClassifier) else self.model
 
 
-def load_shared_model(path, out_dir, device):
+def load_shared_model(path, out_dir, device, quantize="none"):
     """Load a listed checkpoint. The path is checked against out_dir again here, at the boundary,
     so that only a file under out/ is ever read, whatever the caller passes."""
     real = inside(out_dir, path)
     if real is None:
         raise gpt.CheckpointError(f"{path}: refused, the app only loads checkpoints under {out_dir}")
     model, tokenizer, ckpt = gpt.load_model(real, device)
+    if gpt.use_int8(quantize, getattr(model, "gpt", model).config, device):
+        model = gpt.quantize_int8(model)
     del ckpt["model"]  # the weights now live in the model; keep only the metadata
     return LoadedModel(model, tokenizer, ckpt, device, threading.Lock())
 
@@ -306,8 +308,8 @@ def cached_description(path, out_dir, mtime_ns):  # mtime_ns is only part of the
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the checkpoint...")
-def cached_model(path, out_dir, mtime_ns, device):
-    return load_shared_model(Path(path), out_dir, torch.device(device))
+def cached_model(path, out_dir, mtime_ns, device, quantize="none"):
+    return load_shared_model(Path(path), out_dir, torch.device(device), quantize)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
@@ -538,6 +540,9 @@ def training_tab(info):
     if not rows:
         st.info(f"{metrics} holds no loss values yet.")
         return
+    bits = [r["val_bits_per_char"] for r in records if isinstance(r.get("val_bits_per_char"), (int, float))]
+    if bits:  # per character, so that runs with different tokenizers compare
+        st.metric("Whole validation split, bits per character", f"{bits[-1]:.3f}")
     columns = {key: [r[key] for r in rows] for key in ("step", "curve", "loss")}
     st.line_chart(columns, x="step", y="loss", color="curve")
     val = [r["loss"] for r in rows if r["curve"] == "val_loss"]
@@ -555,15 +560,18 @@ def main():
         no_checkpoint_page(OUT_DIR)
         return
     info, device_name, sampling, max_new_tokens = sidebar(infos)
+    quantize = st.sidebar.selectbox("Int8 (CPU)", ("auto", "none", "int8"), key="quantize", help="Matrix products "
+                                    "in int8. auto: where it is faster, on the CPU for models 384 or more wide")
     try:
         device = gpt.pick_device(device_name)
-        loaded = cached_model(str(info.path), str(OUT_DIR), info.path.stat().st_mtime_ns, str(device))
+        loaded = cached_model(str(info.path), str(OUT_DIR), info.path.stat().st_mtime_ns, str(device), quantize)
     except (ValueError, FileNotFoundError) as e:  # gpt.CheckpointError is a ValueError
         st.error(f"Cannot load {info.name}: {e}")
         return
     config = loaded.language_model.config
     st.sidebar.caption(f"{loaded.language_model.num_params() / 1e6:.2f}M parameters · {config.n_layer} layers · "
-                       f"{config.n_head} heads · {config.n_embd} wide · context {config.block_size} · on {device}")
+                       f"{config.n_head} heads · {config.n_embd} wide · context {config.block_size} · on {device}"
+                       + " · int8" * gpt.use_int8(quantize, config, device))
     chat, generate, classify, look_inside, training = st.tabs(["Chat", "Generate", "Classify", "Inspect", "Training"])
     with chat:
         chat_tab(loaded, info, sampling, max_new_tokens, FAQ_PATH)

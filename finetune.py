@@ -219,9 +219,12 @@ def collate_classify(pairs, device):
 
 
 def encode_instruct(tokenizer, example):
-    """(token ids of the whole example, length of its prompt)."""
+    """(token ids of the whole example, length of its prompt). An example marked "char_level" has its
+    answer encoded one character per token (data/instruct.CHAR_LEVEL_FAMILIES says why)."""
     prompt = instruction_ids(tokenizer, example["instruction"], example["input"])
-    return prompt + tokenizer.encode(example["output"]) + [EOS_ID], len(prompt)
+    output = example["output"]
+    answer = [i for c in output for i in tokenizer.encode(c)] if example.get("char_level") else tokenizer.encode(output)
+    return prompt + answer + [EOS_ID], len(prompt)
 
 
 def collate_instruct(encoded, device):

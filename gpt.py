@@ -7,6 +7,7 @@ Reading order, which is also the order the ideas build on each other:
   4. heads         a classifier on the GPT's hidden states, how to freeze the backbone, LoRA adapters
   5. sampling      temperature, top-k, top-p, a KV cache so each new token costs one step, streamed text
   6. checkpoints   one file with config, weights and tokenizer, written atomically, checked on load
+     int8          a smaller, faster model for CPU inference: int8 weights and products
   7. GPT-2         OpenAI's pretrained weights and tokenizer from a Hugging Face folder: load_gpt2("gpt2")
   8. devices, CLI  `python gpt.py --ckpt out/kjv/ckpt.pt --prompt "In the beginning"`
 
@@ -22,6 +23,7 @@ import re
 import struct
 import sys
 import unicodedata
+import warnings
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, fields
 
@@ -650,6 +652,35 @@ def load_model(path, device="cpu"):
 
 
 # ----------------------------------------------------------------------------------------------------
+# Int8 inference on the CPU
+
+INT8_MIN_WIDTH = 384  # int8 generated 1.6x faster than float32 at 6 x 384, 0.8x at the default 4 x 128 (README)
+
+
+def use_int8(quantize, config, device):
+    """Whether to run a model in int8, for quantize "none", "int8" or "auto". auto: on the CPU from INT8_MIN_WIDTH
+    wide, where int8 measured faster with the validation loss unchanged to 0.001 nats; narrower models spend their
+    time outside the matrix products, and quantizing each input then costs more than the int8 products save."""
+    require(quantize in ("auto", "none", "int8"), f"quantize={quantize!r}: expected auto, none or int8")
+    return quantize == "int8" or quantize == "auto" and device.type == "cpu" and config.n_embd >= INT8_MIN_WIDTH
+
+
+def quantize_int8(model):
+    """The model, changed in place, with each nn.Linear swapped for torch's dynamically quantized one: weights
+    stored as int8 with one scale per output row (a quarter of the bytes), each input quantized to int8 as it
+    arrives, products summed in int32, outputs back in float32. Embeddings, norms, attention's own products and
+    sampling stay float32. Faster only where matrix products dominate: wide models (README, Serving)."""
+    require(all(p.device.type == "cpu" for p in model.parameters()), "int8 runs on the CPU only: use device cpu")
+    # torch.ao.quantization is deprecated in favour of the separate torchao package, yet works in the torch this
+    # project pins (2.13) and needs nothing more. We use it knowingly, so its warnings are silenced; imported
+    # here, so that a torch without it fails only when int8 is asked for.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+        return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8, inplace=True)
+
+
+# ----------------------------------------------------------------------------------------------------
 # 7. GPT-2: OpenAI's pretrained weights and tokenizer, from a Hugging Face folder
 #
 # GPT-2 124M is the GPT of section 3 at full size: n_layer=12, n_head=12, n_embd=768, block_size=1024, learned
@@ -900,12 +931,16 @@ def main(argv=None):
     for flag, kind, default in [("max_new_tokens", int, 200), ("temperature", float, 0.8), ("top_k", int, None),
                                 ("top_p", float, None), ("seed", int, None), ("device", str, "auto")]:
         parser.add_argument(f"--{flag}", type=kind, default=default)
+    parser.add_argument("--quantize", choices=("auto", "none", "int8"), default="auto",
+                        help="int8: CPU inference in int8; auto: int8 where it is faster (on the CPU, wide models)")
     args = parser.parse_args(argv)
     try:  # a mistake in the arguments or the checkpoint is one line and exit code 2
         check_sampling(args.temperature, args.top_k, args.top_p, args.max_new_tokens)
         device = pick_device(args.device)
         model, tokenizer, ckpt = load_model(args.ckpt, device)
         require(ckpt["kind"] != "classifier", f"{args.ckpt} is a classifier; it labels text rather than writing it")
+        if use_int8(args.quantize, model.config, device):
+            model = quantize_int8(model)
         instruct = ckpt["kind"] == "instruct"
         prompt = instruction_ids(tokenizer, args.prompt) if instruct else tokenizer.encode(args.prompt)
         require(prompt, "--prompt is empty: the model needs at least one character to continue")

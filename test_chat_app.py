@@ -85,6 +85,7 @@ def all_kinds_out(tiny_gpt, tmp_path_factory, tokenizer, chat_out):
             f.write(json.dumps({"step": i, "train_loss": 4 - i / 50, "lr": 1e-3}) + "\n")
             if i % 50 == 0:
                 f.write(json.dumps({"step": i, "val_loss": 4.2 - i / 50}) + "\n")
+        f.write(json.dumps({"step": 90, "val_bits_per_char": 1.75}) + "\n")  # as train.py's summary writes it
         f.write('{"step": 100, "train_lo')  # a line still being written
     classifier = gpt.GPTClassifier(tiny_gpt(tokenizer.vocab_size, block_size=32, n_layer=1), 3)
     gpt.save_checkpoint(out / "clf" / "ckpt.pt", classifier, tokenizer, kind="classifier",
@@ -399,7 +400,8 @@ def test_training_tab_draws_the_runs_loss_curves(monkeypatch, all_kinds_out):
     training = tab(at, "Training")
     curves = chart_rows(training)
     assert {row["curve"] for row in curves} == {"train_loss", "val_loss"} and len(curves) == 12
-    assert training.caption[0].value == ("12 records from base/metrics.jsonl, best val loss 3.2000 "
+    assert training.metric[0].value == "1.750"  # bits per character of the whole validation split
+    assert training.caption[0].value == ("13 records from base/metrics.jsonl, best val loss 3.2000 "
                                          "(1 unreadable lines skipped)")
 
 

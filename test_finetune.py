@@ -166,10 +166,10 @@ def test_tiny_classify_run_learns_and_writes_a_classifier_checkpoint_and_report(
 
 
 def test_a_time_budget_ends_an_instruct_run_early_with_the_schedule_completed_and_a_report(tmp_path, pretrained):
-    records = [{"instruction": f"Echo {w}.", "input": "", "output": w} for w in ["cat", "dog", "sun", "sea", "sky"]]
+    records = [{"instruction": f"Echo {w}.", "input": "", "output": w} for w in ["cat", "dog", "sun", "sea", "sky"] * 20]
     data = write(tmp_path, "set.jsonl", "".join(json.dumps(r) + "\n" for r in records))
     report = run(pretrained, tmp_path, "--task=instruct", f"--data={data}", "--max_iters=1000000", "--max_minutes=0.15",
-                 "--eval_interval=1000000", "--log_interval=1", "--lr=3e-3", "--min_lr=3e-5")
+                 "--max_epochs=1000000", "--eval_interval=1000000", "--log_interval=1", "--lr=3e-3", "--min_lr=3e-5")
     assert report["status"] == "done" and 10 <= report["steps"] < 1_000_000 and "exact_match" in report
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
            if "lr" in line]

@@ -118,10 +118,11 @@ def test_a_short_run_writes_checkpoints_metrics_and_plot_and_the_checkpoint_samp
     assert gpt.load_checkpoint(str(run / "last.pt"))["step"] == 20
 
 
-def test_resume_continues_exactly(pretrain_args, tmp_path):
+@pytest.mark.parametrize("optimizer", ["adamw", "muon"])
+def test_resume_continues_exactly(pretrain_args, tmp_path, optimizer):
     """2N steps straight equal N steps, then --resume for N more: weights, optimizer, schedule,
     dropout randomness and data position all restored."""
-    common = dict(max_iters=12, lr_decay_iters=12, dropout=0.1, eval_interval=4)
+    common = dict(max_iters=12, lr_decay_iters=12, dropout=0.1, eval_interval=4, optimizer=optimizer)
     train.main(pretrain_args(tmp_path / "straight", **common))
     train.main(pretrain_args(tmp_path / "resumed", **{**common, "max_iters": 6}))
     summary = train.main(pretrain_args(tmp_path / "resumed", **common) + ["--resume"])

@@ -156,6 +156,27 @@ def test_weight_decay_applies_to_matrices_only():
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
 
 
+def test_muon_takes_the_blocks_weight_matrices_and_adamw_everything_else():
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=20, block_size=8, n_layer=2, n_head=2, n_embd=16, rope=True))
+    adamw, muon = trainer.build_optimizers(model, RunConfig(optimizer="muon", muon_lr=0.05), "cpu")
+    name = {id(p): n for n, p in model.named_parameters()}
+    to_muon = sorted(name[id(p)] for group in muon.param_groups for p in group["params"])
+    assert to_muon == sorted(f"blocks.{i}.{layer}.weight" for i in range(2)
+                             for layer in ("attn.c_attn", "attn.c_proj", "mlp.c_fc", "mlp.c_proj"))
+    to_adamw = [name[id(p)] for group in adamw.param_groups for p in group["params"]]
+    assert "wte.weight" in to_adamw and "blocks.0.ln_1.weight" in to_adamw and "blocks.1.attn.c_attn.bias" in to_adamw
+    assert len(to_adamw) + len(to_muon) == len(list(model.parameters()))  # every parameter, once
+    assert muon.param_groups[0]["peak_lr"] == 0.05 and adamw.param_groups[0]["peak_lr"] == RunConfig().lr
+
+
+def test_every_optimizer_follows_the_schedule_scaled_to_its_own_peak():
+    model = gpt.GPT(gpt.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16, rope=True))
+    cfg = RunConfig(optimizer="muon", lr=1e-3, min_lr=1e-4, muon_lr=0.02, warmup_iters=0)
+    adamw, muon = trainer.build_optimizers(model, cfg, "cpu")
+    trainer.set_learning_rates([adamw, muon], cfg, step=50, horizon=100)  # halfway down the cosine
+    assert adamw.param_groups[0]["lr"] == pytest.approx(0.55e-3) and muon.param_groups[0]["lr"] == pytest.approx(0.011)
+
+
 def test_lr_warms_up_then_decays_by_cosine_to_min_lr():
     lrs = [trainer.lr_at(s, 1.0, 0.1, 10, 100) for s in range(120)]
     assert all(a < b for a, b in zip(lrs[:10], lrs[1:11]))  # warmup rises

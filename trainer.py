@@ -58,11 +58,13 @@ class RunConfig:
 
     out_dir: str = ""  # where checkpoints, metrics and the plot go; each script has a default
     # optimization
+    optimizer: str = "adamw"  # adamw, or muon: Muon for the blocks' weight matrices and AdamW for the rest
     batch_size: int = 16  # sequences per micro-batch, per process
     grad_accum: int = 1  # micro-batches per step, per process; global batch = batch_size * grad_accum * processes
     max_iters: int = 3000  # the most steps; on a CPU the time budget usually ends the run first
-    lr: float = 3e-3  # the peak learning rate, reached after warmup
-    min_lr: float = 3e-4  # where the cosine decay ends
+    lr: float = 3e-3  # the peak learning rate, reached after warmup (AdamW's, with --optimizer=muon)
+    min_lr: float = 3e-4  # where the cosine decay ends; Muon's rate follows the same schedule, scaled
+    muon_lr: float = 0.02  # Muon's peak learning rate, with --optimizer=muon
     warmup_iters: int = 200
     lr_decay_iters: int = 0  # the step at which the cosine reaches min_lr; 0: the run's last step
     weight_decay: float = 0.1  # on weight matrices only
@@ -87,8 +89,8 @@ class RunConfig:
         "min_lr": "[0, inf)", "warmup_iters": "[0, inf)", "lr_decay_iters": "[0, inf)",
         "weight_decay": "[0, inf)", "beta1": "[0, 1)", "beta2": "[0, 1)", "grad_clip": "[0, inf)",
         "eval_interval": "[1, inf)", "patience": "[0, inf)", "log_interval": "[1, inf)",
-        "seed": "[0, 4294967295]", "max_minutes": "[0, inf)"}
-    CHOICES: typing.ClassVar[dict] = {"dtype": ("auto", "float32", "bfloat16", "float16")}
+        "seed": "[0, 4294967295]", "max_minutes": "[0, inf)", "muon_lr": "(0, inf)"}
+    CHOICES: typing.ClassVar[dict] = {"optimizer": ("adamw", "muon"), "dtype": ("auto", "float32", "bfloat16", "float16")}
 
     def __post_init__(self):
         for key, allowed in self.CHOICES.items():
@@ -310,16 +312,25 @@ def choose_precision(device, dtype, compile, gpt_model, world_size=1):
 
 
 def build_optimizers(model, cfg, device_type):
-    """The optimizers for the trainable parameters of model, as a list (the loop steps each).
+    """The optimizers for the trainable parameters of model, as a list (the loop steps each). Each
+    parameter group remembers its peak learning rate, which the schedule scales.
 
-    AdamW, with weight decay on matrices (linear weights, embeddings) only: decaying biases and
-    norm gains toward zero only hurts. Each parameter group remembers its peak learning rate, which
-    the schedule scales. Fused kernels on cuda, mps and cpu."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay, "peak_lr": cfg.lr},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0, "peak_lr": cfg.lr}]
-    return [torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
-                              fused=device_type in ("cuda", "mps", "cpu"))]
+    AdamW, with weight decay on matrices (embeddings, linear weights) only: decaying biases and norm
+    gains toward zero only hurts. With cfg.optimizer == "muon", the weight matrices inside the blocks
+    go to Muon instead (Jordan et al., 2024): it orthogonalises each matrix's momentum (Newton-Schulz
+    iterations), so every direction of the update moves by a similar amount. Embeddings, the output
+    head, biases and gains stay with AdamW, as in the speed records that made Muon known."""
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    hidden = [p for name, p in named if cfg.optimizer == "muon" and "blocks." in name and p.dim() == 2]
+    rest = [p for _, p in named if not any(p is h for h in hidden)]
+    groups = [{"params": [p for p in rest if p.dim() >= 2], "weight_decay": cfg.weight_decay, "peak_lr": cfg.lr},
+              {"params": [p for p in rest if p.dim() < 2], "weight_decay": 0.0, "peak_lr": cfg.lr}]
+    optimizers = [torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
+                                    fused=device_type in ("cuda", "mps", "cpu"))]
+    if hidden:
+        optimizers.append(torch.optim.Muon([{"params": hidden, "peak_lr": cfg.muon_lr}], lr=cfg.muon_lr,
+                                           weight_decay=0.0, momentum=0.95, nesterov=True))
+    return optimizers
 
 
 def lr_at(step, lr, min_lr, warmup_iters, decay_iters):

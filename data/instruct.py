@@ -223,19 +223,56 @@ TRAINING_EXAMPLES = {"reverse": 4000, "upper": 3000, "lower": 3000, "count": 350
                      "opposite": 2500, "faq": 1500}
 
 
+# Answers a model must write letter by letter or digit by digit. A BPE token holds several letters and
+# hides them, so these answers show their working: a word is spelled out first ("s-t-o-n-e: enots"),
+# and a sum is worked column by column with its carries (see addition). Finetuning encodes them one
+# character per token (the example's "char_level"), so the model writes letters it can see.
+CHAR_LEVEL_FAMILIES = ("reverse", "upper", "lower", "count", "spell", "add", "subtract")
+
+
 def skill_answer(family, w="", a=0, b=0):
-    """The answer of a skill, from its word w or its numbers a and b."""
+    """The answer of a skill, from its word w (as the question gives it) or its numbers a and b."""
+    spelled = "-".join(w)
     answers = {
-        "reverse": lambda: w[::-1],
-        "upper": lambda: w.upper(),
-        "lower": lambda: w.lower(),
-        "count": lambda: str(len(w)),
-        "spell": lambda: "-".join(w),
-        "add": lambda: str(a + b),
-        "subtract": lambda: str(a - b),
+        "reverse": lambda: f"{spelled}: {w[::-1]}",
+        "upper": lambda: f"{spelled}: {w.upper()}",
+        "lower": lambda: f"{spelled}: {w.lower()}",
+        "count": lambda: f"{spelled}: {len(w)}",
+        "spell": lambda: spelled,
+        "add": lambda: addition(a, b),
+        "subtract": lambda: subtraction(a, b),
         "larger": lambda: str(max(a, b)),
     }
     return answers[family]()
+
+
+def addition(a, b):
+    """a + b worked as on paper, from the ones column, with each carry written: 347 + 286 gives
+    "7+6=13, 4+8+1=13, 3+2+1=6, so 633". Each step needs only two digits and a carry in view."""
+    steps, carry = [], 0
+    for x, y in column_digits(a, b):
+        total = x + y + carry
+        steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={total}")
+        carry = total // 10
+    return ", ".join(steps) + f", so {a + b}"
+
+
+def subtraction(a, b):
+    """a - b (a >= b) worked as on paper, from the ones column, borrowing ten where a column's digit is
+    too small: 634 - 286 gives "14-6=8, 13-8-1=4, 6-2-1=3, so 348"."""
+    steps, borrow = [], 0
+    for x, y in column_digits(a, b):
+        borrowing = x - y - borrow < 0
+        steps.append(f"{x + 10 * borrowing}-{y}" + (f"-{borrow}" if borrow else "") + f"={x + 10 * borrowing - y - borrow}")
+        borrow = int(borrowing)
+    return ", ".join(steps) + f", so {a - b}"
+
+
+def column_digits(a, b):
+    """The digit pairs of a and b from the ones column up, 0 where the shorter number has none."""
+    da, db = str(a)[::-1], str(b)[::-1]
+    width = max(len(da), len(db))
+    return [(int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0) for i in range(width)]
 
 
 def fact_answer(family, x):
@@ -246,7 +283,8 @@ def fact_answer(family, x):
 def example(phrasing, output, family, **fields):
     """Fill a phrasing's fields and split it at its newline into instruction and input."""
     instruction, _, input = phrasing.format(**fields).partition("\n")
-    return {"instruction": instruction, "input": input, "output": output, "family": family}
+    ex = {"instruction": instruction, "input": input, "output": output, "family": family}
+    return {**ex, "char_level": True} if family in CHAR_LEVEL_FAMILIES else ex
 
 
 def random_number(rng):
@@ -281,7 +319,8 @@ def skill_examples(family, phrasings, words, n, rng, avoid=frozenset()):
         else:
             w = rng.choice(words)
             used.add(w)
-            ex = example(phrasing, skill_answer(family, w=w), family, w=w, W=w.upper())
+            asked = w.upper() if family == "lower" else w  # lower case is asked of an upper-case word
+            ex = example(phrasing, skill_answer(family, w=asked), family, w=w, W=w.upper())
         examples[ex["instruction"], ex["input"]] = ex
     return list(examples.values()), used
 
