@@ -440,7 +440,7 @@ def freeze(classifier, strategy, n=0):
 
 # LoRA (Hu et al., 2021): rather than change a pretrained weight W (out, in), learn a low-rank change to it,
 # W + (alpha / r) B A with B (out, r) and A (r, in), W frozen. A projection of GPT-2 124M then trains r * (in + out)
-# numbers instead of in * out (at r = 8, 1% of them), and only those need gradients and optimizer state. Folded
+# numbers instead of in * out (at r = 8, 1.4% of them), and only those need gradients and optimizer state. Folded
 # into W when saved, the adapters cost nothing at inference, and the weights load into a plain GPT.
 
 
