@@ -37,7 +37,7 @@ def pretrain_args(corpus):
         settings = dict(data=corpus, data_dir=Path(corpus).parent / "cache", out_dir=out_dir, n_layer=1, n_head=2,
                         n_embd=16, block_size=16, batch_size=4, max_iters=20, eval_interval=10, eval_iters=2,
                         log_interval=1, sample_tokens=20, warmup_iters=2, lr=1e-2, dtype="float32", device="cpu",
-                        max_minutes=0, patience=0)
+                        max_minutes=0, patience=0, tokenizer="char", optimizer="adamw")
         settings.update(overrides)
         return [f"--{key}={value}" for key, value in settings.items()]
     return args

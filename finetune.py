@@ -35,7 +35,7 @@ from tqdm import tqdm
 from data.classify import Labelled, load_labelled, split_by_label
 from data.instruct import CASE_SENSITIVE_FAMILIES, generate, load_alpaca
 from data.prepare import DataError, kjv_verses
-from gpt import (EOS_ID, GPT, PAD_ID, CharTokenizer, CheckpointError, GPTClassifier, add_lora, freeze,
+from gpt import (EOS_ID, GPT, PAD_ID, BPETokenizer, CharTokenizer, CheckpointError, GPTClassifier, add_lora, freeze,
                  instruction_ids, load_checkpoint, load_gpt2, load_lora, model_from_checkpoint, tokenizer_from_dict)
 from train import TrainConfig, model_config
 from trainer import (ConfigError, RunConfig, Task, cli, evaluate, log, parse_config, refuse_changes,
@@ -146,10 +146,14 @@ def fit_to_data(cfg, n_train, world_size):
 def initial_model(cfg, texts):
     """(GPT, tokenizer) to finetune. texts: the finetuning texts, which a scratch tokenizer must cover."""
     if cfg.init == "scratch":
-        tokenizer = CharTokenizer.from_text("".join(texts))
+        # The default pretraining architecture and kind of tokenizer, trained on these texts instead of
+        # the corpus, so the comparison with a pretrained start is fair.
+        default = TrainConfig()
+        text = "\n".join(texts)
+        tokenizer = BPETokenizer.train(text, default.bpe_vocab_size) if default.tokenizer == "bpe" else \
+            CharTokenizer.from_text(text)
         torch.manual_seed(cfg.seed)
-        # The default pretraining architecture, so the comparison with a pretrained start is fair.
-        return GPT(model_config(TrainConfig(), tokenizer.vocab_size)), tokenizer
+        return GPT(model_config(default, tokenizer.vocab_size)), tokenizer
     if cfg.init.startswith("hf:"):
         try:
             return load_gpt2(cfg.init[3:])

@@ -132,6 +132,14 @@ def test_resume_continues_exactly(pretrain_args, tmp_path, optimizer):
     assert summary["steps"] == 12
 
 
+def test_a_bpe_run_with_muon_scores_its_tokens_per_character(pretrain_args, tmp_path):
+    summary = train.main(pretrain_args(tmp_path / "run", tokenizer="bpe", bpe_vocab_size=300, optimizer="muon"))
+    assert summary["status"] == "done" and summary["val_loss_whole"] < 5.5
+    # a token holds more than one character, so there are fewer bits per character than per token
+    assert summary["val_bits_per_char"] < 0.9 * summary["val_loss_whole"] / math.log(2)
+    assert gpt.load_checkpoint(tmp_path / "run" / "ckpt.pt")["tokenizer"]["type"] == "bpe"
+
+
 def test_resume_refuses_to_change_the_model_shape(pretrain_args, tmp_path):
     train.main(pretrain_args(tmp_path / "run", max_iters=2, eval_interval=2))
     with pytest.raises(ConfigError, match=r"cannot change n_embd \(16 -> 32\)"):

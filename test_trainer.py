@@ -318,14 +318,19 @@ def test_the_loop_keeps_the_best_model_and_stops_once_patience_runs_out(tmp_path
     task = toy_task()
     result = run_toy(tmp_path, task, patience=3)
     assert result.status == "done" and result.steps == 10 and result.best_val == 1.5
-    assert "stopped early at step 10" in result.note
+    assert "stopped early at step 10: the val loss rose 3 evaluations in a row" in result.note
     best = gpt.load_checkpoint(tmp_path / "toy" / "ckpt.pt")
     assert best["step"] == 4 and best["val_loss"] == 1.5
     assert all(torch.equal(v, best["model"][k]) for k, v in task.model.state_dict().items())  # ends as the best
 
 
+def test_a_plateau_is_no_reason_to_stop_only_a_loss_that_keeps_rising_is(tmp_path, monkeypatch):
+    scripted_losses(monkeypatch, [1.0, 2.0, 1.5, 1.6, 1.2, 1.3, 1.4])  # never 3 rises in a row
+    assert run_toy(tmp_path, toy_task(), patience=3).steps == 12
+
+
 def test_patience_zero_never_stops_early(tmp_path, monkeypatch):
-    scripted_losses(monkeypatch, [1.0] + [2.0] * 6)
+    scripted_losses(monkeypatch, [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0])
     assert run_toy(tmp_path, toy_task(), patience=0).steps == 12
 
 

@@ -39,7 +39,7 @@ class TrainConfig(RunConfig):
 
     # data
     data: str = "kjv"  # kjv, shakespeare, or a path to a UTF-8 text file
-    tokenizer: str = "char"  # char or bpe
+    tokenizer: str = "bpe"  # bpe (byte-level BPE trained on the corpus) or char (one token per character)
     bpe_vocab_size: int = 2048  # with --tokenizer=bpe: 8 special tokens, 256 bytes, then learned merges
     data_dir: str = "data"  # where prepared token files are cached
     # model (gpt.GPTConfig)
@@ -55,6 +55,8 @@ class TrainConfig(RunConfig):
     eval_iters: int = 20  # batches in the fixed validation sample evaluated every eval_interval steps
     sample_tokens: int = 200  # length of the text sample printed at each evaluation
     sample_prompt: str = "\n"
+    # shared settings whose pretraining default differs (docs/results.md says how each was chosen)
+    optimizer: str = "muon"  # Muon for the blocks' weight matrices, AdamW for the rest (trainer.build_optimizers)
 
     RANGES = RunConfig.RANGES | {"bpe_vocab_size": "[265, 4294967295]", "n_layer": "[1, inf)", "n_head": "[1, inf)",
                                  "n_embd": "[1, inf)", "block_size": "[1, inf)", "dropout": "[0, 1)",
@@ -70,7 +72,7 @@ class TrainConfig(RunConfig):
                               f"({self.n_embd // self.n_head}) must be even (or use --no-rope)")
         if not self.out_dir:
             name = Path(self.data).stem if self.data not in ("kjv", "shakespeare") else self.data
-            self.out_dir = f"out/{name}" + ("_bpe" if self.tokenizer == "bpe" else "")
+            self.out_dir = f"out/{name}" + ("_char" if self.tokenizer == "char" else "")
 
 
 def model_config(cfg, vocab_size):

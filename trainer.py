@@ -73,7 +73,7 @@ class RunConfig:
     grad_clip: float = 1.0  # the largest gradient norm; 0 turns clipping off
     # evaluation and logging
     eval_interval: int = 300  # steps between evaluations; each keeps ckpt.pt if it is the best so far
-    patience: int = 3  # stop after this many evaluations in a row without a new best; 0: never stop early
+    patience: int = 3  # stop once the validation loss has risen this many evaluations in a row; 0: never
     log_interval: int = 10
     # system
     device: str = "auto"  # auto, cpu, cuda, cuda:N or mps
@@ -521,7 +521,8 @@ class Training:
     precision: Precision
     step: int = 0  # steps done
     best_val: float = math.inf
-    evals_since_best: int = 0
+    rises: int = 0  # evaluations in a row whose validation loss rose over the one before
+    last_val: float = math.inf
     best_weights: typing.Optional[dict] = None  # a CPU copy of the best model, restored at the end
     eval_batch_s: float = 0.0  # seconds per evaluation batch, to keep time for the script's end
 
@@ -617,9 +618,9 @@ def train_loop(cfg, task, run, resumed=None):
     for step in range(start_step, cfg.max_iters + 1):
         if step == horizon or (step % cfg.eval_interval == 0 and (step > start_step or resumed is None)):
             evaluate_and_save(cfg, task, run, t, step)
-            if cfg.patience and t.evals_since_best >= cfg.patience and step < horizon:
-                note = (f"stopped early at step {step}: the {task.val_name} loss has not improved for {cfg.patience} "
-                        f"evaluations (best {t.best_val:.4f}, kept in ckpt.pt)")
+            if cfg.patience and t.rises >= cfg.patience and step < horizon:  # overfitting: learning is over
+                note = (f"stopped early at step {step}: the {task.val_name} loss rose {cfg.patience} evaluations in a "
+                        f"row (best {t.best_val:.4f}, kept in ckpt.pt)")
                 break
         if step == horizon:
             break
@@ -666,7 +667,7 @@ def setup(cfg, task, run, resumed):
             optimizer.load_state_dict(state)
         t.scaler.load_state_dict(resumed["scaler"])
         t.step, t.best_val = resumed["step"], resumed["best_val_loss"]
-        t.evals_since_best = resumed.get("evals_since_best", 0)
+        t.rises, t.last_val = resumed.get("rises", 0), resumed.get("val_loss", math.inf)
         if len(resumed["rng"]) == run.world_size:
             set_rng_state(resumed["rng"][run.rank])
         else:
@@ -731,7 +732,7 @@ def evaluate_and_save(cfg, task, run, t, step):
     t.eval_batch_s = (time.time() - began) / len(task.val_batches)
     improved = val_loss < t.best_val
     t.step, t.best_val = step, min(t.best_val, val_loss)
-    t.evals_since_best = 0 if improved else t.evals_since_best + 1
+    t.rises, t.last_val = (t.rises + 1 if val_loss > t.last_val else 0), val_loss
     if improved:
         t.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in t.model.state_dict().items()}
     rngs = gathered_rng_states(run)  # every process must join the gather
@@ -744,7 +745,7 @@ def evaluate_and_save(cfg, task, run, t, step):
                         **task.extras)
     save_checkpoint(out / "last.pt", t.model, task.tokenizer, kind=task.kind, step=step, val_loss=val_loss,
                     optimizer=[o.state_dict() for o in t.optimizers], scaler=t.scaler.state_dict(), rng=rngs,
-                    best_val_loss=t.best_val, evals_since_best=t.evals_since_best, **task.extras)
+                    best_val_loss=t.best_val, rises=t.rises, **task.extras)
     plot_losses(out / "metrics.jsonl", out / "loss.png")
     sample = f"\n{task.sample(t.model)}" if task.sample else ""
     log(f"step {step}: {task.val_name} loss {val_loss:.4f} (best {t.best_val:.4f}){sample}")
