@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from data.classify import Labelled, load_labelled, split_by_label
 from data.instruct import CASE_SENSITIVE_FAMILIES, generate, load_alpaca
-from data.prepare import DataError, kjv_verses
-from gpt import (EOS_ID, GPT, PAD_ID, BPETokenizer, CharTokenizer, CheckpointError, GPTClassifier, add_lora, freeze,
+from data.prepare import DataError, kjv_verses, prepare
+from gpt import (EOS_ID, GPT, PAD_ID, CheckpointError, GPTClassifier, add_lora, freeze,
                  instruction_ids, load_checkpoint, load_gpt2, load_lora, model_from_checkpoint, tokenizer_from_dict)
 from train import TrainConfig, model_config
 from trainer import (ConfigError, RunConfig, Task, cli, evaluate, log, parse_config, refuse_changes,
@@ -143,15 +143,14 @@ def fit_to_data(cfg, n_train, world_size):
     return fitted
 
 
-def initial_model(cfg, texts):
-    """(GPT, tokenizer) to finetune. texts: the finetuning texts, which a scratch tokenizer must cover."""
+def initial_model(cfg):
+    """(GPT, tokenizer) to finetune, from --init."""
     if cfg.init == "scratch":
-        # The default pretraining architecture and kind of tokenizer, trained on these texts instead of
-        # the corpus, so the comparison with a pretrained start is fair.
+        # What `python train.py` would start from: its architecture and its tokenizer (which preparing the
+        # corpus learns, before any training), with random weights. So the comparison with a pretrained
+        # start measures what the weights learned in pretraining, and nothing else.
         default = TrainConfig()
-        text = "\n".join(texts)
-        tokenizer = BPETokenizer.train(text, default.bpe_vocab_size) if default.tokenizer == "bpe" else \
-            CharTokenizer.from_text(text)
+        tokenizer = prepare(default.data, default.tokenizer, default.bpe_vocab_size, default.block_size).tokenizer
         torch.manual_seed(cfg.seed)
         return GPT(model_config(default, tokenizer.vocab_size)), tokenizer
     if cfg.init.startswith("hf:"):
@@ -455,7 +454,7 @@ def format_instruct(report):
 def classify_task(cfg, run, resumed):
     """(cfg fitted to the data, Task, score(model, precision) -> report)."""
     examples, source = classify_examples(cfg)
-    gpt, tokenizer = initial_model(cfg, [ex.text for ex in examples])
+    gpt, tokenizer = initial_model(cfg)
     data = classify_data(cfg, examples, source, tokenizer, gpt.config.block_size)
     longest = max(len(ids) for split in (data.train, data.val, data.test) for ids, _ in split)
     log(f"{source}: {len(data.train)} train / {len(data.val)} val / {len(data.test)} test texts, labels {data.labels}; "
@@ -487,7 +486,7 @@ def classify_task(cfg, run, resumed):
 def instruct_task(cfg, run, resumed):
     """(cfg fitted to the data, Task, score(model, precision) -> report)."""
     train, val, test, source = instruct_examples(cfg)
-    model, tokenizer = initial_model(cfg, [ex["instruction"] + ex["input"] + ex["output"] for ex in train + val + test])
+    model, tokenizer = initial_model(cfg)
     if resumed is not None:
         model = model_from_checkpoint(resumed)
     with_lora(cfg, model, model, resumed)

@@ -217,10 +217,13 @@ def test_an_interrupted_run_resumes_to_the_same_losses(tmp_path, pretrained, mon
     assert len(train_losses(straight / "run")) == 12
 
 
-def test_scratch_init_uses_the_default_pretraining_architecture(tmp_path):
+def test_scratch_init_is_the_default_pretraining_start_with_random_weights(tmp_path):
     cfg = finetune.finetune_config(["--task=instruct", "--init=scratch"])
-    model, tokenizer = finetune.initial_model(cfg, ["hello"])
-    assert (model.config.n_layer, model.config.n_embd) == (finetune.TrainConfig().n_layer, finetune.TrainConfig().n_embd)
+    model, tokenizer = finetune.initial_model(cfg)
+    default = finetune.TrainConfig()
+    assert (model.config.n_layer, model.config.n_embd) == (default.n_layer, default.n_embd)
+    corpus = finetune.prepare(default.data, default.tokenizer, default.bpe_vocab_size, default.block_size)
+    assert tokenizer.to_dict() == corpus.tokenizer.to_dict()  # the corpus's tokenizer, learned before training
     assert cfg.out_dir == "out/scratch_instruct"
 
 

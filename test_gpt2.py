@@ -423,4 +423,4 @@ def test_gpt2_and_lora_settings_are_checked(tmp_path):
     with pytest.raises(finetune.ConfigError, match="--lora_alpha must be above 0"):
         finetune.finetune_config(["--task=classify", "--lora_rank=8", "--lora_alpha=0"])
     with pytest.raises(finetune.ConfigError, match="--init=hf:.*: no such folder"):
-        finetune.initial_model(finetune.finetune_config(["--task=instruct", f"--init=hf:{tmp_path / 'none'}"]), [])
+        finetune.initial_model(finetune.finetune_config(["--task=instruct", f"--init=hf:{tmp_path / 'none'}"]))
