@@ -169,6 +169,31 @@ def test_muon_takes_the_blocks_weight_matrices_and_adamw_everything_else():
     assert muon.param_groups[0]["peak_lr"] == 0.05 and adamw.param_groups[0]["peak_lr"] == RunConfig().lr
 
 
+@pytest.mark.parametrize("shape", [(48, 16), (16, 16), (16, 64)])
+def test_our_muon_makes_torchs_update_in_float32(shape):
+    """torch.optim.Muon orthogonalises in bfloat16, so the two agree to bfloat16's precision, not exactly."""
+    torch.manual_seed(0)
+    ours, theirs = torch.nn.Parameter(torch.randn(shape)), torch.nn.Parameter(torch.randn(shape))
+    theirs.data.copy_(ours.data)
+    start = ours.detach().clone()
+    steppers = [trainer.Muon([ours], lr=0.02),
+                torch.optim.Muon([theirs], lr=0.02, weight_decay=0.0, momentum=0.95, nesterov=True)]
+    for _ in range(3):  # so the momentum matters too
+        grad = torch.randn(shape)
+        for p, optimizer in zip((ours, theirs), steppers):
+            p.grad = grad.clone()
+            optimizer.step()
+    moved_ours, moved_theirs = ours.detach() - start, theirs.detach() - start
+    assert (moved_ours - moved_theirs).norm() < 0.02 * moved_theirs.norm()
+
+
+def test_orthogonalise_brings_every_singular_value_near_one():
+    torch.manual_seed(0)
+    g = torch.randn(32, 8) @ torch.diag(torch.logspace(-1, 1, 8))  # singular values spread about 100-fold
+    values = torch.linalg.svdvals(trainer.orthogonalise(g))
+    assert values.min() > 0.5 and values.max() < 1.5
+
+
 def test_every_optimizer_follows_the_schedule_scaled_to_its_own_peak():
     model = gpt.GPT(gpt.GPTConfig(vocab_size=20, block_size=8, n_layer=1, n_head=2, n_embd=16, rope=True))
     cfg = RunConfig(optimizer="muon", lr=1e-3, min_lr=1e-4, muon_lr=0.02, warmup_iters=0)

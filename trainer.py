@@ -321,9 +321,8 @@ def build_optimizers(model, cfg, device_type):
 
     AdamW, with weight decay on matrices (embeddings, linear weights) only: decaying biases and norm
     gains toward zero only hurts. With cfg.optimizer == "muon", the weight matrices inside the blocks
-    go to Muon instead (Jordan et al., 2024): it orthogonalises each matrix's momentum (Newton-Schulz
-    iterations), so every direction of the update moves by a similar amount. Embeddings, the output
-    head, biases and gains stay with AdamW, as in the speed records that made Muon known."""
+    go to Muon instead; embeddings, the output head, biases and gains stay with AdamW, as in the speed
+    records that made Muon known."""
     named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     hidden = [p for name, p in named if cfg.optimizer == "muon" and "blocks." in name and p.dim() == 2]
     rest = [p for _, p in named if not any(p is h for h in hidden)]
@@ -332,9 +331,54 @@ def build_optimizers(model, cfg, device_type):
     optimizers = [torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2),
                                     fused=device_type in ("cuda", "mps", "cpu"))]
     if hidden:
-        optimizers.append(torch.optim.Muon([{"params": hidden, "peak_lr": cfg.muon_lr}], lr=cfg.muon_lr,
-                                           weight_decay=0.0, momentum=0.95, nesterov=True))
+        optimizers.append(Muon([{"params": hidden, "peak_lr": cfg.muon_lr}], lr=cfg.muon_lr))
     return optimizers
+
+
+class Muon(torch.optim.Optimizer):
+    """Muon (Jordan et al., 2024) for weight matrices: momentum SGD whose update is orthogonalised first,
+    so that it moves the matrix by a similar amount in every direction, rather than mostly along the few
+    directions that dominate the gradient. Written out here rather than taken from torch.optim.Muon, which
+    orthogonalises in bfloat16: fine on a GPU, but many times slower than float32 on a CPU without
+    bfloat16 units."""
+
+    def __init__(self, params, lr, momentum=0.95):
+        super().__init__(params, {"lr": lr, "momentum": momentum})
+
+    @torch.no_grad()
+    def step(self):
+        for group in self.param_groups:
+            by_shape = {}  # matrices of one shape are orthogonalised together, in one batched product
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if "momentum" not in state:
+                    state["momentum"] = torch.zeros_like(p)
+                state["momentum"].lerp_(p.grad, 1 - group["momentum"])  # the running average of gradients
+                by_shape.setdefault(p.shape, []).append(p)
+            for (rows, cols), params in by_shape.items():
+                # Nesterov: step where the momentum is headed, the gradient pulled toward its average
+                updates = torch.stack([p.grad.lerp(self.state[p]["momentum"], group["momentum"]) for p in params])
+                # a tall matrix's orthogonal update has smaller entries: scale them back up
+                lr = group["lr"] * max(1, rows / cols) ** 0.5
+                for p, update in zip(params, orthogonalise(updates)):
+                    p.add_(update, alpha=-lr)
+
+
+def orthogonalise(g, steps=5):
+    """For each matrix of g (..., rows, cols), the matrix nearest it with all singular values near 1, by a
+    Newton-Schulz iteration: five rounds of x <- a x + b (x x^T) x + c (x x^T)^2 x, whose coefficients push
+    every singular value of a normalised matrix toward 1 fast (not exactly 1: Muon does not need that).
+    Float32 throughout."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.float() / (g.norm(dim=(-2, -1), keepdim=True) + 1e-7)  # singular values now at most 1
+    tall = x.size(-2) > x.size(-1)
+    x = x.mT if tall else x  # iterate on the wide side: x x^T is then the smaller square
+    for _ in range(steps):
+        gram = x @ x.mT
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x.mT if tall else x).to(g.dtype)
 
 
 def lr_at(step, lr, min_lr, warmup_iters, decay_iters):
