@@ -315,7 +315,9 @@ def skill_examples(family, phrasings, words, n, rng, avoid=frozenset()):
             used.add((a, b))
             if family in ("add", "larger"):
                 used.add((b, a))  # the same question in the other order
-            ex = example(phrasing, skill_answer(family, a=a, b=b), family, a=a, b=b)
+            # A sum is worked in the order the question names its numbers ("Add 5 to 12": 5 first).
+            first, second = (b, a) if family == "add" and phrasing.index("{b}") < phrasing.index("{a}") else (a, b)
+            ex = example(phrasing, skill_answer(family, a=first, b=second), family, a=a, b=b)
         else:
             w = rng.choice(words)
             used.add(w)
