@@ -68,7 +68,6 @@ class FinetuneConfig(RunConfig):
     batch_size: int = 32
     max_iters: int = 4000
     lr: float = 2e-3
-    min_lr: float = 2e-4
     warmup_iters: int = 50
     weight_decay: float = 0.0
     eval_interval: int = 500
@@ -97,7 +96,7 @@ class FinetuneConfig(RunConfig):
 # Measured defaults for classification (see README): fewer steps and a gentler learning rate, since
 # a verse-level label needs a small nudge to the backbone, not new skills.
 TASK_DEFAULTS = {
-    "classify": {"batch_size": 32, "max_iters": 300, "lr": 3e-4, "min_lr": 3e-5, "eval_interval": 50},
+    "classify": {"batch_size": 32, "max_iters": 300, "lr": 3e-4, "eval_interval": 50},
     "instruct": {},
 }
 

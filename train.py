@@ -58,7 +58,6 @@ class TrainConfig(RunConfig):
     # shared settings whose pretraining default differs (docs/results.md says how each was chosen)
     optimizer: str = "muon"  # Muon for the blocks' weight matrices, AdamW for the rest (trainer.build_optimizers)
     lr: float = 5e-3  # AdamW's peak: embeddings, head, biases and gains
-    min_lr: float = 5e-4
     muon_lr: float = 0.01
 
     RANGES = RunConfig.RANGES | {"bpe_vocab_size": "[265, 4294967295]", "n_layer": "[1, inf)", "n_head": "[1, inf)",

@@ -63,7 +63,7 @@ class RunConfig:
     grad_accum: int = 1  # micro-batches per step, per process; global batch = batch_size * grad_accum * processes
     max_iters: int = 3000  # the most steps; on a CPU the time budget usually ends the run first
     lr: float = 3e-3  # the peak learning rate, reached after warmup (AdamW's, with --optimizer=muon)
-    min_lr: float = 3e-4  # where the cosine decay ends; Muon's rate follows the same schedule, scaled
+    min_lr: typing.Optional[float] = None  # where the cosine decay ends; None: lr / 10. Muon's rate follows, scaled
     muon_lr: float = 0.02  # Muon's peak learning rate, with --optimizer=muon
     warmup_iters: int = 200
     lr_decay_iters: int = 0  # the step at which the cosine reaches min_lr; 0: the run's last step
@@ -93,6 +93,8 @@ class RunConfig:
     CHOICES: typing.ClassVar[dict] = {"optimizer": ("adamw", "muon"), "dtype": ("auto", "float32", "bfloat16", "float16")}
 
     def __post_init__(self):
+        if self.min_lr is None:
+            self.min_lr = self.lr / 10
         for key, allowed in self.CHOICES.items():
             if getattr(self, key) not in allowed:
                 raise ConfigError(f"--{key} must be one of {', '.join(allowed)}, got {getattr(self, key)!r}")
